@@ -1,0 +1,73 @@
+"""A read-only view of stored chats for staff.
+
+Messages are written only through ``services.message_create``; the admin
+shows them and changes nothing, so counters and ETags stay true.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
+
+from .models import Conversation, Message
+
+RECENT_MESSAGES_SHOWN = 50
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    # Changelists count only the filtered result, never the whole table again.
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Conversation)
+class ConversationAdmin(ReadOnlyAdmin):
+    list_display = ["id", "message_count", "first_message_at", "last_message_at"]
+    search_fields = ["=id"]
+    ordering = ["-last_message_at"]
+    fields = ["id", "message_count", "first_message_at", "last_message_at", "recent_messages"]
+    readonly_fields = fields
+
+    @admin.display(description=f"Latest messages (up to {RECENT_MESSAGES_SHOWN}, newest last)")
+    def recent_messages(self, conversation: Conversation) -> str:
+        recent = Message.objects.page(conversation.id, limit=RECENT_MESSAGES_SHOWN)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((row["created"], row["sender"], row["message"]) for row in recent),
+        )
+        all_messages = reverse("admin:conversations_message_changelist")
+        return format_html(
+            "<table><thead><tr><th>Created</th><th>Sender</th><th>Message</th></tr></thead>"
+            "<tbody>{}</tbody></table>"
+            '<p><a href="{}?conversation__id__exact={}">All {} messages in this conversation</a></p>',
+            rows,
+            all_messages,
+            conversation.id,
+            conversation.message_count,
+        )
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdmin):
+    list_display = ["id", "conversation", "sender", "short_message", "created"]
+    list_select_related = ["conversation"]
+    search_fields = ["sender", "message"]
+    list_filter = ["created"]
+    raw_id_fields = ["conversation"]
+    ordering = ["-id"]
+
+    @admin.display(description="Message")
+    def short_message(self, message: Message) -> str:
+        return Truncator(message.message).chars(80)

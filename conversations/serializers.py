@@ -1,0 +1,130 @@
+"""What the API accepts and how it renders messages."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from rest_framework import serializers
+
+from .models import CONVERSATION_ID_MAX_LENGTH, MESSAGE_MAX_LENGTH, SENDER_MAX_LENGTH, Message
+
+# Unreserved URL characters plus ":@+", so an id is its own URL path segment.
+CONVERSATION_ID_RE = re.compile(r"[A-Za-z0-9._~:@+\-]+")
+MAX_MESSAGE_ID = 2**63 - 1
+PAGE_LIMIT_DEFAULT = 100
+PAGE_LIMIT_MAX = 1000
+
+
+def render_created(created: datetime) -> str:
+    """UTC, exactly three decimals, and a ``Z``: ``2018-01-17T04:50:14.883Z``."""
+    return (
+        created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        + f"{created.microsecond // 1000:03d}Z"
+    )
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that takes only JSON strings.
+
+    DRF's own turns ``42`` or ``true`` into text; a client that sends a number
+    for a name has a bug it should hear about.
+    """
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class ConversationIdField(serializers.CharField):
+    """A conversation id: a JSON string, or a JSON integer taken as its decimal text."""
+
+    default_error_messages = {
+        "invalid": "Must be a string or an integer.",
+        "pattern": (
+            "Use 1 to 100 of the characters A-Z a-z 0-9 . _ ~ : @ + - (and not '.' or '..' alone)."
+        ),
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=CONVERSATION_ID_MAX_LENGTH, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, bool) or not isinstance(data, str | int):
+            self.fail("invalid")
+        value = str(data)
+        if not CONVERSATION_ID_RE.fullmatch(value) or value in {".", ".."}:
+            self.fail("pattern")
+        return value
+
+
+class CreatedField(serializers.DateTimeField):
+    def to_representation(self, value: datetime) -> str:
+        return render_created(value)
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    """A message as the API accepts and returns it.
+
+    ``converstaion_id`` is the misspelling in this API's first published
+    example; clients built from it keep working.
+    """
+
+    conversation_id = ConversationIdField(required=False)
+    converstaion_id = ConversationIdField(required=False, write_only=True)
+    sender = StrictCharField(max_length=SENDER_MAX_LENGTH)
+    message = StrictCharField(max_length=MESSAGE_MAX_LENGTH, trim_whitespace=False)
+    created = CreatedField(read_only=True)
+
+    class Meta:
+        model = Message
+        fields = ["id", "conversation_id", "converstaion_id", "sender", "message", "created"]
+
+    def validate_message(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("This field may not be blank.")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        conversation_id = attrs.pop("conversation_id", None)
+        alias = attrs.pop("converstaion_id", None)
+        if conversation_id is None and alias is None:
+            raise serializers.ValidationError({"conversation_id": ["This field is required."]})
+        if conversation_id is not None and alias is not None and conversation_id != alias:
+            raise serializers.ValidationError(
+                {"converstaion_id": ["Differs from conversation_id; send only conversation_id."]}
+            )
+        attrs["conversation_id"] = conversation_id if conversation_id is not None else alias
+        return attrs
+
+
+class QueryIntegerField(serializers.IntegerField):
+    """A whole number written in plain digits, as a query parameter."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if not (isinstance(data, str) and data.isascii() and data.isdigit() and len(data) <= 19):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class PageRequestSerializer(serializers.Serializer):
+    """The conversation id from the URL and the paging parameters from the query."""
+
+    conversation_id = ConversationIdField()
+    limit = QueryIntegerField(
+        min_value=1, max_value=PAGE_LIMIT_MAX, required=False, default=PAGE_LIMIT_DEFAULT
+    )
+    before = QueryIntegerField(min_value=0, max_value=MAX_MESSAGE_ID, required=False)
+    after = QueryIntegerField(min_value=0, max_value=MAX_MESSAGE_ID, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "before" in attrs and "after" in attrs:
+            raise serializers.ValidationError(
+                {
+                    "before": ["Use before or after, not both."],
+                    "after": ["Use before or after, not both."],
+                }
+            )
+        return attrs

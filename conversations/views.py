@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from rest_framework import status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .models import Message
+from .pagination import ConversationState, history_page, link_header, page_links
+from .parsers import json_object
+from .serializers import MessageSerializer, PageRequestSerializer
+from .services import message_create
+
+
+class MessageViewSet(viewsets.ViewSet):
+    lookup_value_regex = "[0-9]+"
+
+    def create(self, request: Request) -> Response:
+        serializer = MessageSerializer(data=json_object(request))
+        serializer.is_valid(raise_exception=True)
+        message = message_create(**serializer.validated_data)
+        location = request.build_absolute_uri(reverse("message-detail", args=[message.id]))
+        return Response(
+            MessageSerializer(message).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": location},
+        )
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(MessageSerializer(get_object_or_404(Message, pk=int(pk))).data)
+
+
+class ConversationViewSet(viewsets.ViewSet):
+    lookup_value_regex = "[^/]+"
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        params = PageRequestSerializer(data={**request.query_params.dict(), "conversation_id": pk})
+        params.is_valid(raise_exception=True)
+        page = params.validated_data
+        conversation_id = page["conversation_id"]
+
+        state = ConversationState.load(conversation_id)
+        headers = {"ETag": state.etag, "Cache-Control": "no-cache"}
+        if state.matches(request.headers.get("If-None-Match", "")):
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+
+        messages = history_page(
+            conversation_id,
+            state,
+            limit=page["limit"],
+            before=page.get("before"),
+            after=page.get("after"),
+        )
+        links = page_links(request, state, messages, limit=page["limit"])
+        if links["previous"] or links["next"]:
+            headers["Link"] = link_header(links)
+        return Response({"id": conversation_id, "messages": messages, **links}, headers=headers)

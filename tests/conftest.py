@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="row locks and concurrent writers only mean something on PostgreSQL",
+)
+
+
+class Api:
+    """The Django test client, speaking JSON to the API."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def post(self, payload: Any, path: str = "/messages/", **headers: str):
+        return self.client.post(path, json.dumps(payload), content_type="application/json", headers=headers)
+
+    def post_raw(self, body: bytes | str, content_type: str = "application/json", path: str = "/messages/"):
+        return self.client.post(path, body, content_type=content_type)
+
+    def get(self, path: str, **headers: str):
+        return self.client.get(path, headers=headers)
+
+
+@pytest.fixture
+def api(client: Client) -> Api:
+    return Api(client)
+
+
+def message(conversation_id: str = "1234", sender: str = "anson", text: str = "I'm a teapot") -> dict:
+    return {"sender": sender, "conversation_id": conversation_id, "message": text}
