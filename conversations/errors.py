@@ -22,10 +22,14 @@ class ServiceUnavailable(exceptions.APIException):
     default_code = "service_unavailable"
 
 
+# RFC 9110's names, which Python's http module uses only from 3.13 on.
+TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+
 def problem(status_code: int, detail: str, **extra: Any) -> dict[str, Any]:
     return {
         "type": "about:blank",
-        "title": HTTPStatus(status_code).phrase,
+        "title": TITLES.get(status_code) or HTTPStatus(status_code).phrase,
         "status": status_code,
         "detail": detail,
         **extra,

@@ -7,7 +7,6 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-
 postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="row locks and concurrent writers only mean something on PostgreSQL",
@@ -20,14 +19,18 @@ class Api:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    def post(self, payload: Any, path: str = "/messages/", **headers: str):
-        return self.client.post(path, json.dumps(payload), content_type="application/json", headers=headers)
+    def post(self, payload: Any, path: str = "/messages/", **meta: str):
+        return self.client.post(path, json.dumps(payload), content_type="application/json", **meta)
 
-    def post_raw(self, body: bytes | str, content_type: str = "application/json", path: str = "/messages/"):
-        return self.client.post(path, body, content_type=content_type)
+    def post_raw(
+        self, body: bytes | str, content_type: str = "application/json", path: str = "/messages/"
+    ):
+        # The test client leaves out Content-Type for an empty body; a real
+        # client sends it, so it is always set here.
+        return self.client.post(path, body, content_type=content_type, CONTENT_TYPE=content_type)
 
-    def get(self, path: str, **headers: str):
-        return self.client.get(path, headers=headers)
+    def get(self, path: str, **meta: str):
+        return self.client.get(path, **meta)
 
 
 @pytest.fixture
@@ -35,5 +38,7 @@ def api(client: Client) -> Api:
     return Api(client)
 
 
-def message(conversation_id: str = "1234", sender: str = "anson", text: str = "I'm a teapot") -> dict:
+def message(
+    conversation_id: str = "1234", sender: str = "anson", text: str = "I'm a teapot"
+) -> dict:
     return {"sender": sender, "conversation_id": conversation_id, "message": text}

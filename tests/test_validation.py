@@ -53,7 +53,9 @@ def test_text_fields_take_only_json_strings(api, field, value):
 
 @pytest.mark.parametrize("value", [1.0, 1.5, True, False, [], {}, ["1234"], {"id": "1"}])
 def test_conversation_id_takes_only_strings_and_integers(api, value):
-    assert_rejected(api.post(message(conversation_id=value)), "conversation_id", [NOT_STRING_OR_INT])
+    assert_rejected(
+        api.post(message(conversation_id=value)), "conversation_id", [NOT_STRING_OR_INT]
+    )
 
 
 def test_a_null_conversation_id_is_rejected(api):

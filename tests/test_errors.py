@@ -1,0 +1,173 @@
+"""Every failure is problem+json with a 4xx (or a 503), and changes nothing."""
+
+import json
+
+import pytest
+from django.db import connection
+
+from conversations.models import Conversation, Message
+from conversations.parsers import MAX_BODY_BYTES
+from tests.conftest import message
+
+pytestmark = pytest.mark.django_db
+
+
+def assert_problem(response, status: int, title: str) -> dict:
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == "about:blank"
+    assert body["title"] == title
+    assert body["status"] == status
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert not Message.objects.exists()
+    assert not Conversation.objects.exists()
+    return body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b'{"sender": "a",}',
+        b"{'sender': 'a'}",
+        b'{"sender": NaN, "conversation_id": "c", "message": "m"}',
+        b'{"sender": "a", "conversation_id": Infinity, "message": "m"}',
+        b'{"sender": "a", "conversation_id": -Infinity, "message": "m"}',
+        b"\xff\xfe{}",
+        b'{"sender": "\xc3\x28", "conversation_id": "c", "message": "m"}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 5_000 + b"1" + b"}" * 5_000,
+        b'{"sender": "a"} trailing',
+        b"   ",
+    ],
+)
+def test_malformed_json_is_a_400(api, body):
+    assert_problem(api.post_raw(body), 400, "Bad Request")
+
+
+@pytest.mark.parametrize("body", ["[]", '["a"]', "1", '"text"', "null", "true"])
+def test_a_json_body_that_is_not_an_object_is_a_400(api, body):
+    problem = assert_problem(api.post_raw(body), 400, "Bad Request")
+
+    assert problem["detail"] == "The request body must be a JSON object."
+
+
+def test_an_empty_body_is_a_400(api):
+    problem = assert_problem(api.post_raw(b""), 400, "Bad Request")
+
+    assert problem["detail"] == "The request body is empty; send a JSON object."
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""],
+)
+def test_a_non_json_content_type_is_a_415(api, content_type):
+    response = api.post_raw(json.dumps(message()), content_type=content_type)
+
+    assert_problem(response, 415, "Unsupported Media Type")
+
+
+def test_an_empty_body_with_a_non_json_content_type_is_a_415(api):
+    assert_problem(api.post_raw(b"", content_type="text/plain"), 415, "Unsupported Media Type")
+
+
+def test_json_with_a_charset_parameter_is_accepted(api):
+    response = api.post_raw(json.dumps(message()), content_type="application/json; charset=utf-8")
+
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize("size", [MAX_BODY_BYTES + 1, 10 * 1024 * 1024])
+def test_a_body_over_256_kib_is_a_413(api, size):
+    padding = "x" * (size - len(json.dumps(message(text=""))))
+    body = json.dumps(message(text=padding)).encode()
+    assert len(body) == size
+
+    assert_problem(api.post_raw(body), 413, "Content Too Large")
+
+
+def test_a_body_of_exactly_256_kib_is_read(api):
+    body = json.dumps({**message(), "padding": ""})
+    body = body.replace('"padding": ""', '"padding": "' + "x" * (MAX_BODY_BYTES - len(body)) + '"')
+    assert len(body.encode()) == MAX_BODY_BYTES
+
+    assert api.post_raw(body).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("get", "/messages/"),
+        ("put", "/messages/"),
+        ("delete", "/messages/"),
+        ("patch", "/messages/1/"),
+        ("delete", "/messages/1/"),
+        ("post", "/conversations/1234"),
+        ("put", "/conversations/1234/"),
+        ("delete", "/conversations/1234"),
+    ],
+)
+def test_a_wrong_method_is_a_405(client, method, path):
+    if method == "get":
+        response = client.get(path)
+    else:
+        response = getattr(client, method)(path, "{}", content_type="application/json")
+
+    assert_problem(response, 405, "Method Not Allowed")
+    assert "Allow" in response
+
+
+def test_an_unknown_address_is_a_404_problem(client):
+    assert_problem(client.get("/nothing/here"), 404, "Not Found")
+
+
+def test_the_api_answers_json_whatever_the_accept_header(api):
+    response = api.post(message(), HTTP_ACCEPT="text/html")
+
+    assert response.status_code == 201
+    assert response["Content-Type"] == "application/json"
+
+
+@pytest.fixture
+def unreachable_database():
+    """Point the connection at a database that cannot be opened, then restore it.
+
+    The driver really fails to connect: a refused TCP port on PostgreSQL, a
+    path in a directory that does not exist on SQLite.
+    """
+    saved = dict(connection.settings_dict)
+    connection.close()
+    if connection.vendor == "postgresql":
+        connection.settings_dict.update(HOST="127.0.0.1", PORT="1")
+    else:
+        connection.settings_dict["NAME"] = "/nonexistent-directory/db.sqlite3"
+    yield
+    connection.close()
+    connection.settings_dict.clear()
+    connection.settings_dict.update(saved)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "method, path",
+    [("post", "/messages/"), ("get", "/conversations/1234"), ("get", "/messages/1/")],
+)
+def test_an_unreachable_database_is_a_503_with_retry_after(
+    client, unreachable_database, method, path
+):
+    if method == "post":
+        response = client.post(path, json.dumps(message()), content_type="application/json")
+    else:
+        response = client.get(path)
+
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/problem+json"
+    assert response["Retry-After"] == "5"
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "The database is not answering; try again shortly.",
+    }
