@@ -7,10 +7,11 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-postgresql_only = pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="row locks and concurrent writers only mean something on PostgreSQL",
-)
+
+def postgresql_only(reason: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        connection.vendor != "postgresql", reason=f"PostgreSQL only: {reason}"
+    )
 
 
 class Api:

@@ -12,7 +12,10 @@ from conversations.models import Conversation, Message
 from conversations.services import message_create
 from tests.conftest import postgresql_only
 
-pytestmark = [postgresql_only, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    postgresql_only("row locks order concurrent writers there; SQLite runs one write at a time"),
+    pytest.mark.django_db(transaction=True),
+]
 
 WRITERS = 8
 POSTS_EACH = 10

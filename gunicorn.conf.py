@@ -1,0 +1,16 @@
+"""gunicorn settings for the web process (the Procfile's ``web`` command)."""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads let a worker hold keep-alive connections from chat widgets and wait
+# on the database without blocking its other requests.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+keepalive = 5
+timeout = 30
+# On SIGTERM, requests in flight get this long to finish.
+graceful_timeout = 20
+accesslog = "-"
+errorlog = "-"

@@ -1,0 +1,112 @@
+"""The service as an operator runs it: settings, checks, and gunicorn from the Procfile."""
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.live import fresh_database, live_server, manage, server_environment
+
+WRITERS = 8
+POSTS_EACH = 10
+
+
+@pytest.fixture(scope="module")
+def database_url(tmp_path_factory, django_db_blocker):
+    with django_db_blocker.unblock(), fresh_database(tmp_path_factory.mktemp("db")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def server(database_url, tmp_path_factory):
+    env = server_environment(database_url)
+    collected = manage(env, "collectstatic", "--noinput")
+    assert collected.returncode == 0, collected.stderr
+    with live_server(env, tmp_path_factory.mktemp("log") / "gunicorn.log") as running:
+        yield running
+
+
+def test_the_procfile_web_process_serves_the_api(server):
+    posted = server.request(
+        "POST", "/messages", {"sender": "anson", "conversation_id": "live", "message": "hi"}
+    )
+    history = server.request("GET", "/conversations/live/")
+
+    assert posted.status == 201
+    assert history.status == 200
+    assert history.json()["messages"] == [
+        {k: posted.json()[k] for k in ("id", "sender", "message", "created")}
+    ]
+
+
+def test_admin_pages_get_their_css_from_whitenoise_with_debug_off(server):
+    login = server.request("GET", "/admin/login/")
+    stylesheets = re.findall(r'href="(/static/[^"]+\.css)"', login.body.decode())
+
+    assert login.status == 200
+    assert "/static/admin/css/base.css" in stylesheets
+    for href in stylesheets:
+        css = server.request("GET", href)
+        assert css.status == 200
+        assert css.headers["Content-Type"].startswith("text/css")
+
+
+def test_concurrent_writers_under_gunicorn_all_succeed_in_order(server):
+    def writer(number: int) -> list[int]:
+        return [
+            server.request(
+                "POST",
+                "/messages/",
+                {"sender": f"w{number}", "conversation_id": "busy", "message": str(n)},
+            ).status
+            for n in range(POSTS_EACH)
+        ]
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        statuses = [status for result in pool.map(writer, range(WRITERS)) for status in result]
+    messages = server.request("GET", "/conversations/busy?limit=1000").json()["messages"]
+
+    assert statuses == [201] * WRITERS * POSTS_EACH
+    assert len(messages) == WRITERS * POSTS_EACH
+    for number in range(WRITERS):
+        sent = [m["message"] for m in messages if m["sender"] == f"w{number}"]
+        assert sent == [str(n) for n in range(POSTS_EACH)]
+
+
+def test_with_https_on_plain_http_is_redirected_and_proxied_https_is_served(database_url, tmp_path):
+    env = server_environment(database_url, DJANGO_HTTPS="1")
+    with live_server(env, tmp_path / "gunicorn.log") as https_server:
+        plain = https_server.request("GET", "/conversations/x")
+        proxied = https_server.request(
+            "GET", "/conversations/x", headers={"X-Forwarded-Proto": "https"}
+        )
+
+    assert plain.status == 301
+    assert plain.headers["Location"] == f"https://127.0.0.1:{https_server.port}/conversations/x"
+    assert proxied.status == 200
+    assert proxied.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+def test_the_deploy_check_passes_with_debug_off_a_real_key_and_https(database_url):
+    env = server_environment(database_url, DJANGO_HTTPS="1")
+
+    result = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_the_process_refuses_to_start_without_a_secret_key_when_debug_is_off(database_url):
+    env = server_environment(database_url)
+    del env["DJANGO_SECRET_KEY"]
+
+    result = manage(env, "check")
+
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+def test_debug_mode_needs_no_secret_key(database_url):
+    env = server_environment(database_url, DJANGO_DEBUG="1")
+    del env["DJANGO_SECRET_KEY"]
+
+    assert manage(env, "check").returncode == 0
