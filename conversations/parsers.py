@@ -40,12 +40,22 @@ class BoundedJSONParser(BaseParser):
             raise exceptions.ParseError(f"The request body is not valid JSON: {exc}") from exc
 
 
+class LengthRequired(exceptions.APIException):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    default_detail = "Send the body with a Content-Length header; chunked bodies are not read."
+    default_code = "length_required"
+
+
 def json_object(request: Request) -> dict[str, Any]:
     """The request's body as a JSON object, or the 4xx that says why not.
 
     DRF hands an empty body over as ``{}`` without asking a parser or looking
-    at the content type; this endpoint wants both checked.
+    at the content type; this endpoint wants both checked. A WSGI application
+    sees a chunked body (no Content-Length) as empty, so it gets a ``411``
+    rather than a misleading "empty body".
     """
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        raise LengthRequired()
     media_type = request.content_type.partition(";")[0].strip().lower()
     if media_type != BoundedJSONParser.media_type:
         raise exceptions.UnsupportedMediaType(request.content_type or "(none)")

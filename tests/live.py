@@ -38,16 +38,23 @@ class LiveServer:
     port: int
 
     def request(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        chunked: bool = False,
     ) -> Answer:
         headers = dict(headers or {})
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers.setdefault("Content-Type", "application/json")
+        if chunked:
+            payload = iter([payload])
         conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         try:
-            conn.request(method, path, body=payload, headers=headers)
+            conn.request(method, path, body=payload, headers=headers, encode_chunked=chunked)
             response = conn.getresponse()
             return Answer(response.status, dict(response.getheaders()), response.read())
         finally:

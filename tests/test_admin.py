@@ -2,6 +2,7 @@
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -168,3 +169,17 @@ def test_the_admin_changes_nothing(staff_client, chat):
     )
     assert Message.objects.get(pk=message.pk).sender == message.sender
     assert Message.objects.count() == 3
+
+
+def test_createsuperuser_makes_an_account_that_can_log_in(client, monkeypatch):
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "correct horse battery staple")
+    call_command("createsuperuser", "--noinput", "--username=boss", "--email=boss@example.com")
+
+    login = client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "boss", "password": "correct horse battery staple"},
+    )
+
+    assert login.status_code == 302
+    assert login["Location"] == "/admin/"
+    assert client.get("/admin/conversations/conversation/").status_code == 200

@@ -39,6 +39,19 @@ def test_the_procfile_web_process_serves_the_api(server):
     ]
 
 
+def test_a_chunked_body_is_a_411_asking_for_a_content_length(server):
+    answer = server.request(
+        "POST",
+        "/messages/",
+        {"sender": "a", "conversation_id": "chunked", "message": "m"},
+        chunked=True,
+    )
+
+    assert answer.status == 411
+    assert answer.headers["Content-Type"] == "application/problem+json"
+    assert server.request("GET", "/conversations/chunked").json()["messages"] == []
+
+
 def test_admin_pages_get_their_css_from_whitenoise_with_debug_off(server):
     login = server.request("GET", "/admin/login/")
     stylesheets = re.findall(r'href="(/static/[^"]+\.css)"', login.body.decode())

@@ -46,6 +46,13 @@ def test_malformed_json_is_a_400(api, body):
     assert_problem(api.post_raw(body), 400, "Bad Request")
 
 
+def test_json_nested_up_to_1024_levels_is_read(api):
+    nested = "[" * 1023 + "]" * 1023
+    body = json.dumps(message())[:-1] + f', "extra": {nested}}}'
+
+    assert api.post_raw(body).status_code == 201
+
+
 @pytest.mark.parametrize("body", ["[]", '["a"]', "1", '"text"', "null", "true"])
 def test_a_json_body_that_is_not_an_object_is_a_400(api, body):
     problem = assert_problem(api.post_raw(body), 400, "Bad Request")
