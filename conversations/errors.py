@@ -26,6 +26,15 @@ class ServiceUnavailable(exceptions.APIException):
 TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
 
 
+class IdempotencyConflict(exceptions.APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = (
+        "This Idempotency-Key already stored a different message in this conversation; "
+        "a retry must repeat the same sender and message, a new message needs a new key."
+    )
+    default_code = "idempotency_key_reused"
+
+
 def problem(status_code: int, detail: str, **extra: Any) -> dict[str, Any]:
     return {
         "type": "about:blank",

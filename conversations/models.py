@@ -7,6 +7,7 @@ from django.db.models.lookups import GreaterThanOrEqual, LessThanOrEqual
 CONVERSATION_ID_MAX_LENGTH = 100
 SENDER_MAX_LENGTH = 150
 MESSAGE_MAX_LENGTH = 10_000
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
 
 class Conversation(models.Model):
@@ -76,6 +77,12 @@ class Message(models.Model):
     sender = models.CharField(max_length=SENDER_MAX_LENGTH)
     message = models.TextField()
     created = models.DateTimeField()
+    # The client's Idempotency-Key, kept with the message so that a retry is
+    # answered with it for as long as the message exists. NULL, not "", when
+    # absent: the unique constraint below applies only to messages with a key.
+    idempotency_key = models.CharField(  # noqa: DJ001
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH, null=True, blank=True, editable=False
+    )
 
     objects = MessageQuerySet.as_manager()
 
@@ -86,6 +93,13 @@ class Message(models.Model):
             models.Index(fields=["conversation", "id"], name="message_conversation_page"),
         ]
         constraints = [
+            # Keys are scoped to a conversation. Partial, so messages sent
+            # without a key cost this index nothing.
+            models.UniqueConstraint(
+                fields=["conversation", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="message_idempotency_key_unique",
+            ),
             models.CheckConstraint(
                 condition=GreaterThanOrEqual(Length("sender"), 1), name="message_sender_not_empty"
             ),

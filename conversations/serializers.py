@@ -8,10 +8,18 @@ from typing import Any
 
 from rest_framework import serializers
 
-from .models import CONVERSATION_ID_MAX_LENGTH, MESSAGE_MAX_LENGTH, SENDER_MAX_LENGTH, Message
+from .models import (
+    CONVERSATION_ID_MAX_LENGTH,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    MESSAGE_MAX_LENGTH,
+    SENDER_MAX_LENGTH,
+    Message,
+)
 
 # Unreserved URL characters plus ":@+", so an id is its own URL path segment.
 CONVERSATION_ID_RE = re.compile(r"[A-Za-z0-9._~:@+\-]+")
+IDEMPOTENCY_KEY_RE = re.compile(rf"[\x20-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}")
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 MAX_MESSAGE_ID = 2**63 - 1
 PAGE_LIMIT_DEFAULT = 100
 PAGE_LIMIT_MAX = 1000
@@ -69,7 +77,9 @@ class MessageSerializer(serializers.ModelSerializer):
     """A message as the API accepts and returns it.
 
     ``converstaion_id`` is the misspelling in this API's first published
-    example; clients built from it keep working.
+    example; clients built from it keep working. The request's
+    ``Idempotency-Key`` header, if any, comes in through the context and is
+    checked with the body.
     """
 
     conversation_id = ConversationIdField(required=False)
@@ -97,6 +107,12 @@ class MessageSerializer(serializers.ModelSerializer):
                 {"converstaion_id": ["Differs from conversation_id; send only conversation_id."]}
             )
         attrs["conversation_id"] = conversation_id if conversation_id is not None else alias
+        key = self.context.get("idempotency_key")
+        if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
+            raise serializers.ValidationError(
+                {IDEMPOTENCY_KEY_HEADER: ["Use 1 to 255 printable ASCII characters."]}
+            )
+        attrs["idempotency_key"] = key
         return attrs
 
 

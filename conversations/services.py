@@ -5,15 +5,36 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import DateTimeField, F, Value
+from django.db.models import DateTimeField, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .models import Conversation, Message
 
 
+class IdempotencyKeyReused(Exception):
+    """The key already stored a different message in this conversation."""
+
+
+class _AlreadyStored(Exception):
+    """Raised inside the write transaction to roll it back on a replay."""
+
+
+def _now_to_the_millisecond() -> datetime:
+    # The API renders milliseconds; storing exactly that keeps what a client
+    # sees and what the database holds the same value.
+    now = timezone.now()
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _execute(sql: str, params: list) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() if cursor.description else None
+
+
 def _conversation_create_or_lock(conversation_id: str) -> None:
-    """Create the conversation, or lock its row if it exists, in one statement.
+    """Create the conversation, or count one more message in it, in one statement.
 
     On PostgreSQL the upsert holds the conversation's row lock until commit,
     so writers to one conversation take their turn: each message gets its id
@@ -24,40 +45,80 @@ def _conversation_create_or_lock(conversation_id: str) -> None:
     IMMEDIATE transaction already serialises all writers.
     """
     table = connection.ops.quote_name(Conversation._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (id, message_count) VALUES (%s, 1) "
-            f"ON CONFLICT (id) DO UPDATE SET message_count = {table}.message_count + 1",
-            [conversation_id],
-        )
+    _execute(
+        f"INSERT INTO {table} (id, message_count) VALUES (%s, 1) "
+        f"ON CONFLICT (id) DO UPDATE SET message_count = {table}.message_count + 1",
+        [conversation_id],
+    )
 
 
-def _now_to_the_millisecond() -> datetime:
-    # The API renders milliseconds; storing exactly that keeps what a client
-    # sees and what the database holds the same value.
-    now = timezone.now()
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+def _message_insert(message: Message) -> int | None:
+    """Insert the message and return its id, or None if its key is already stored.
+
+    Under the conversation's lock no other writer can be storing the same
+    key, so a conflict here always means a committed earlier request.
+    """
+    table = connection.ops.quote_name(Message._meta.db_table)
+    row = _execute(
+        f"INSERT INTO {table} (conversation_id, sender, message, created, idempotency_key) "
+        "VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
+        "DO NOTHING RETURNING id",
+        [
+            message.conversation_id,
+            message.sender,
+            message.message,
+            connection.ops.adapt_datetimefield_value(message.created),
+            message.idempotency_key,
+        ],
+    )
+    return row[0] if row else None
 
 
-def message_create(*, conversation_id: str, sender: str, message: str) -> Message:
+def _conversation_record(message: Message) -> None:
+    Conversation.objects.filter(pk=message.conversation_id).update(
+        first_message_id=Coalesce("first_message_id", Value(message.id)),
+        first_message_at=Coalesce(
+            "first_message_at", Value(message.created, output_field=DateTimeField())
+        ),
+        last_message_id=message.id,
+        last_message_at=message.created,
+    )
+
+
+def message_create(
+    *, conversation_id: str, sender: str, message: str, idempotency_key: str | None = None
+) -> tuple[Message, bool]:
     """Store a message, creating its conversation on its first message.
 
+    Returns the message and whether it is a replay: a message already stored
+    under the same ``idempotency_key`` in this conversation, with the same
+    sender and text, is returned as it was and nothing new is stored. The
+    same key with a different payload raises ``IdempotencyKeyReused``.
+
     Three statements in one transaction: create-or-lock the conversation,
-    insert the message, record it in the conversation's counters. The caller
-    sees the message only after the transaction has committed.
+    insert the message, record it in the conversation. The caller sees the
+    message only after the transaction has committed.
     """
-    with transaction.atomic():
-        _conversation_create_or_lock(conversation_id)
-        created = _now_to_the_millisecond()
-        stored = Message.objects.create(
-            conversation_id=conversation_id, sender=sender, message=message, created=created
+    new = Message(
+        conversation_id=conversation_id,
+        sender=sender,
+        message=message,
+        idempotency_key=idempotency_key,
+    )
+    try:
+        with transaction.atomic():
+            _conversation_create_or_lock(conversation_id)
+            new.created = _now_to_the_millisecond()
+            new.id = _message_insert(new)
+            if new.id is None:
+                raise _AlreadyStored
+            _conversation_record(new)
+    except _AlreadyStored:
+        stored = Message.objects.get(
+            conversation_id=conversation_id, idempotency_key=idempotency_key
         )
-        Conversation.objects.filter(pk=conversation_id).update(
-            first_message_id=Coalesce(F("first_message_id"), Value(stored.id)),
-            first_message_at=Coalesce(
-                F("first_message_at"), Value(created, output_field=DateTimeField())
-            ),
-            last_message_id=stored.id,
-            last_message_at=created,
-        )
-    return stored
+        if (stored.sender, stored.message) != (sender, message):
+            raise IdempotencyKeyReused(idempotency_key) from None
+        return stored, True
+    return new, False

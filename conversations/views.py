@@ -6,25 +6,34 @@ from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from .errors import IdempotencyConflict
 from .models import Message
 from .pagination import ConversationState, history_page, link_header, page_links
 from .parsers import json_object
-from .serializers import MessageSerializer, PageRequestSerializer
-from .services import message_create
+from .serializers import IDEMPOTENCY_KEY_HEADER, MessageSerializer, PageRequestSerializer
+from .services import IdempotencyKeyReused, message_create
 
 
 class MessageViewSet(viewsets.ViewSet):
     lookup_value_regex = "[0-9]+"
 
     def create(self, request: Request) -> Response:
-        serializer = MessageSerializer(data=json_object(request))
+        serializer = MessageSerializer(
+            data=json_object(request),
+            context={"idempotency_key": request.headers.get(IDEMPOTENCY_KEY_HEADER)},
+        )
         serializer.is_valid(raise_exception=True)
-        message = message_create(**serializer.validated_data)
-        location = request.build_absolute_uri(reverse("message-detail", args=[message.id]))
+        try:
+            message, replayed = message_create(**serializer.validated_data)
+        except IdempotencyKeyReused as reused:
+            raise IdempotencyConflict() from reused
+        headers = {
+            "Location": request.build_absolute_uri(reverse("message-detail", args=[message.id]))
+        }
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
         return Response(
-            MessageSerializer(message).data,
-            status=status.HTTP_201_CREATED,
-            headers={"Location": location},
+            MessageSerializer(message).data, status=status.HTTP_201_CREATED, headers=headers
         )
 
     def retrieve(self, request: Request, pk: str) -> Response:

@@ -67,7 +67,9 @@ def test_a_writer_waits_for_the_one_before_it_so_ids_follow_commit_order():
     def first_writer() -> None:
         try:
             with transaction.atomic():
-                first_id.append(message_create(conversation_id="queue", sender="a", message="1").id)
+                first_id.append(
+                    message_create(conversation_id="queue", sender="a", message="1")[0].id
+                )
                 first_inserted.set()
                 release_first.wait(timeout=10)
         finally:

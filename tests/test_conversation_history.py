@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 
 def post_many(conversation_id: str, count: int) -> list[int]:
     return [
-        message_create(conversation_id=conversation_id, sender=f"s{n}", message=f"m{n}").id
+        message_create(conversation_id=conversation_id, sender=f"s{n}", message=f"m{n}")[0].id
         for n in range(count)
     ]
 
