@@ -10,7 +10,7 @@ from .errors import IdempotencyConflict
 from .models import Message
 from .pagination import ConversationState, history_page, link_header, page_links
 from .parsers import json_object
-from .serializers import IDEMPOTENCY_KEY_HEADER, MessageSerializer, PageRequestSerializer
+from .serializers import IDEMPOTENCY_KEY_HEADER, MessageSerializer, page_request
 from .services import IdempotencyKeyReused, message_create
 
 
@@ -44,10 +44,8 @@ class ConversationViewSet(viewsets.ViewSet):
     lookup_value_regex = "[^/]+"
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        params = PageRequestSerializer(data={**request.query_params.dict(), "conversation_id": pk})
-        params.is_valid(raise_exception=True)
-        page = params.validated_data
-        conversation_id = page["conversation_id"]
+        page = page_request(pk, request.query_params)
+        conversation_id = page.conversation_id
 
         state = ConversationState.load(conversation_id)
         headers = {"ETag": state.etag, "Cache-Control": "no-cache"}
@@ -55,13 +53,9 @@ class ConversationViewSet(viewsets.ViewSet):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
 
         messages = history_page(
-            conversation_id,
-            state,
-            limit=page["limit"],
-            before=page.get("before"),
-            after=page.get("after"),
+            conversation_id, state, limit=page.limit, before=page.before, after=page.after
         )
-        links = page_links(request, state, messages, limit=page["limit"])
+        links = page_links(request, state, messages, limit=page.limit)
         if links["previous"] or links["next"]:
             headers["Link"] = link_header(links)
         return Response({"id": conversation_id, "messages": messages, **links}, headers=headers)
