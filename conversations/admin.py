@@ -64,7 +64,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class ConversationAdmin(ReadOnlyAdmin):
     list_display = ["id", "message_count", "first_message_at", "last_message_at"]
     search_fields = ["=id"]
-    ordering = ["-last_message_at"]
+    ordering = ["-last_message_at", "-last_message_id"]
     fields = ["id", "message_count", "first_message_at", "last_message_at", "recent_messages"]
     readonly_fields = fields
 

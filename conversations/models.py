@@ -53,8 +53,11 @@ class Conversation(models.Model):
 
     class Meta:
         indexes = [
-            # The admin lists conversations by last activity, newest first.
-            models.Index(fields=["-last_message_at"], name="conversation_last_activity"),
+            # The admin lists conversations by last activity, newest first;
+            # the id breaks ties between messages stored in the same millisecond.
+            models.Index(
+                fields=["-last_message_at", "-last_message_id"], name="conversation_last_activity"
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -10,7 +10,12 @@ from .errors import IdempotencyConflict
 from .models import Message
 from .pagination import ConversationState, history_page, link_header, page_links
 from .parsers import json_object
-from .serializers import IDEMPOTENCY_KEY_HEADER, MessageSerializer, page_request
+from .serializers import (
+    IDEMPOTENCY_KEY_HEADER,
+    MessageSerializer,
+    message_representation,
+    page_request,
+)
 from .services import IdempotencyKeyReused, message_create
 
 
@@ -33,11 +38,11 @@ class MessageViewSet(viewsets.ViewSet):
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return Response(
-            MessageSerializer(message).data, status=status.HTTP_201_CREATED, headers=headers
+            message_representation(message), status=status.HTTP_201_CREATED, headers=headers
         )
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(MessageSerializer(get_object_or_404(Message, pk=int(pk))).data)
+        return Response(message_representation(get_object_or_404(Message, pk=int(pk))))
 
 
 class ConversationViewSet(viewsets.ViewSet):
