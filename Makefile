@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEV := DJANGO_DEBUG=1
 
-.PHONY: run test lint format superuser clean
+.PHONY: run test lint format superuser schema seed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: $(VENV)/.run-installed
 
 superuser: $(VENV)/.run-installed
 	$(DEV) $(BIN)/python manage.py createsuperuser
+
+# docs/openapi.yaml, the committed copy of /api/schema/ (a test fails when it is stale).
+schema: $(VENV)/.run-installed
+	$(DEV) $(BIN)/python manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 
 test: $(VENV)/.dev-installed
 	$(BIN)/pytest

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from .models import Message
 from .pagination import ConversationState, history_page, link_header, page_links
 from .parsers import json_object
+from .schema import conversation_retrieve_schema, message_create_schema, message_retrieve_schema
 from .serializers import MessageSerializer, PageRequestSerializer
 from .services import message_create
 
@@ -16,6 +17,7 @@ from .services import message_create
 class MessageViewSet(viewsets.ViewSet):
     lookup_value_regex = "[0-9]+"
 
+    @message_create_schema
     def create(self, request: Request) -> Response:
         serializer = MessageSerializer(data=json_object(request))
         serializer.is_valid(raise_exception=True)
@@ -27,15 +29,20 @@ class MessageViewSet(viewsets.ViewSet):
             headers={"Location": location},
         )
 
+    @message_retrieve_schema
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(MessageSerializer(get_object_or_404(Message, pk=int(pk))).data)
 
 
 class ConversationViewSet(viewsets.ViewSet):
+    lookup_field = "conversation_id"
     lookup_value_regex = "[^/]+"
 
-    def retrieve(self, request: Request, pk: str) -> Response:
-        params = PageRequestSerializer(data={**request.query_params.dict(), "conversation_id": pk})
+    @conversation_retrieve_schema
+    def retrieve(self, request: Request, conversation_id: str) -> Response:
+        params = PageRequestSerializer(
+            data={**request.query_params.dict(), "conversation_id": conversation_id}
+        )
         params.is_valid(raise_exception=True)
         page = params.validated_data
         conversation_id = page["conversation_id"]
