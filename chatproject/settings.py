@@ -37,9 +37,9 @@ if HTTPS:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    # Load balancers and orchestrators probe over plain HTTP, without the
-    # proxy's X-Forwarded-Proto: a redirect would read as "not healthy".
-    SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$"]
+# Load balancers and orchestrators probe over plain HTTP, without the proxy's
+# X-Forwarded-Proto: a redirect to HTTPS would read as "not healthy".
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
