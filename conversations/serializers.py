@@ -92,23 +92,26 @@ def message_representation(message: Message) -> dict[str, Any]:
 
 
 class MessageSerializer(serializers.Serializer):
-    """A message as the API accepts it.
+    """A message as the API accepts and returns it.
 
     ``converstaion_id`` is the misspelling in this API's first published
     example; clients built from it keep working. The request's
     ``Idempotency-Key`` header, if any, comes in through the context and is
     checked with the body.
 
-    A plain Serializer with declared fields, not a ModelSerializer: it only
-    reads input (``message_representation`` writes output), and building a
+    A plain Serializer with declared fields, not a ModelSerializer: it reads
+    input, ``message_representation`` writes output, and building a
     ModelSerializer's fields from the model on every POST was a tenth of the
     request's time.
     """
 
+    id = serializers.IntegerField(read_only=True)
     conversation_id = ConversationIdField(required=False)
     converstaion_id = ConversationIdField(required=False, write_only=True)
     sender = StrictCharField(max_length=SENDER_MAX_LENGTH)
     message = StrictCharField(max_length=MESSAGE_MAX_LENGTH, trim_whitespace=False)
+    # Output only, rendered by message_representation; declared for the schema.
+    created = serializers.DateTimeField(read_only=True)
 
     def validate_message(self, value: str) -> str:
         if not value.strip():

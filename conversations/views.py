@@ -10,6 +10,7 @@ from .errors import IdempotencyConflict
 from .models import Message
 from .pagination import ConversationState, history_page, link_header, page_links
 from .parsers import json_object
+from .schema import conversation_retrieve_schema, message_create_schema, message_retrieve_schema
 from .serializers import (
     IDEMPOTENCY_KEY_HEADER,
     MessageSerializer,
@@ -22,6 +23,7 @@ from .services import IdempotencyKeyReused, message_create
 class MessageViewSet(viewsets.ViewSet):
     lookup_value_regex = "[0-9]+"
 
+    @message_create_schema
     def create(self, request: Request) -> Response:
         serializer = MessageSerializer(
             data=json_object(request),
@@ -41,15 +43,18 @@ class MessageViewSet(viewsets.ViewSet):
             message_representation(message), status=status.HTTP_201_CREATED, headers=headers
         )
 
+    @message_retrieve_schema
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(message_representation(get_object_or_404(Message, pk=int(pk))))
 
 
 class ConversationViewSet(viewsets.ViewSet):
+    lookup_field = "conversation_id"
     lookup_value_regex = "[^/]+"
 
-    def retrieve(self, request: Request, pk: str) -> Response:
-        page = page_request(pk, request.query_params)
+    @conversation_retrieve_schema
+    def retrieve(self, request: Request, conversation_id: str) -> Response:
+        page = page_request(conversation_id, request.query_params)
         conversation_id = page.conversation_id
 
         state = ConversationState.load(conversation_id)
