@@ -3,6 +3,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("demo.urls")),
     path("", include("conversations.urls")),
 ]
 
