@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
+# Run as a script, it borrows the test suite's live server and browser helpers.
 sys.path.insert(0, str(PROJECT))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
