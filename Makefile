@@ -23,6 +23,7 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.run-installed
 	$(DEV) $(BIN)/python manage.py migrate --noinput
 	$(DEV) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	@echo "Demo:  http://127.0.0.1:8000/ (the chat page)"
 	@echo "API:   http://127.0.0.1:8000/conversations/1234"
 	@echo "Docs:  http://127.0.0.1:8000/api/docs/ (try every endpoint; schema at /api/schema/)"
 	@echo "Admin: http://127.0.0.1:8000/admin/ (create a login with: make superuser)"

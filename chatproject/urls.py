@@ -21,6 +21,7 @@ urlpatterns = [
     path("healthz/", Healthz.as_view()),
     path("readyz", Readyz.as_view(), name="readyz"),
     path("readyz/", Readyz.as_view()),
+    path("", include("demo.urls")),
     path("", include("conversations.urls")),
 ]
 
