@@ -136,7 +136,9 @@ class ConversationAdmin(ReadOnlyAdmin):
 
     @admin.display(description=f"Latest messages (up to {RECENT_MESSAGES_SHOWN}, newest last)")
     def recent_messages(self, conversation: Conversation) -> str:
-        recent = Message.objects.page(conversation.id, limit=RECENT_MESSAGES_SHOWN)
+        recent = Message.objects.page(
+            conversation.id, limit=RECENT_MESSAGES_SHOWN, newest=conversation.last_message_id or 0
+        )
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",

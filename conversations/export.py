@@ -33,8 +33,9 @@ def message_batches(conversation: Conversation) -> Iterator[list[dict]]:
     newest = conversation.last_message_id or 0
     after = 0
     while after < newest:
-        batch = Message.objects.page(conversation.pk, limit=EXPORT_BATCH_SIZE, after=after)
-        batch = [row for row in batch if row["id"] <= newest]
+        batch = Message.objects.page(
+            conversation.pk, limit=EXPORT_BATCH_SIZE, newest=newest, after=after
+        )
         if not batch:
             return
         for row in batch:

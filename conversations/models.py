@@ -70,32 +70,52 @@ class Conversation(models.Model):
 
 
 class MessageManager(models.Manager):
+    def page_sql(
+        self,
+        conversation_id: str,
+        *,
+        limit: int,
+        newest: int,
+        before: int | None = None,
+        after: int | None = None,
+    ) -> tuple[str, list]:
+        """The SQL of one page, and its parameters (``page`` runs it; tests EXPLAIN it).
+
+        ``newest`` is the conversation's newest message id as its counters
+        say. Bounding the scan by it starts every page at a known id, so the
+        cost is one index range scan whatever the conversation's length,
+        whichever index the planner picks; and a page never holds a message
+        newer than the counters its ETag and links were made from.
+        """
+        table = connection.ops.quote_name(self.model._meta.db_table)
+        select = f"SELECT id, sender, message, created FROM {table} WHERE conversation_id = %s"
+        if after is not None:
+            sql = f"{select} AND id > %s AND id <= %s ORDER BY id LIMIT %s"
+            return sql, [conversation_id, after, newest, limit]
+        upper = newest if before is None else min(newest, before - 1)
+        return f"{select} AND id <= %s ORDER BY id DESC LIMIT %s", [conversation_id, upper, limit]
+
     def page(
         self,
         conversation_id: str,
         *,
         limit: int,
+        newest: int,
         before: int | None = None,
         after: int | None = None,
     ) -> list[dict]:
         """One page of a conversation's messages, oldest first, as dicts.
 
-        Each page is one range scan of the (conversation, id) index, however
-        long the conversation: ``after`` reads forward from an id, otherwise
-        the newest ``limit`` messages (older than ``before``, if given) are
-        read backwards and reversed. Plain SQL: this is the hottest query of
-        the service, and building it through the ORM cost as much as running it.
+        ``after`` reads forward from an id; otherwise the newest ``limit``
+        messages (older than ``before``, if given) are read backwards and
+        reversed. Plain SQL: this is the hottest query of the service, and
+        building it through the ORM cost as much as running it.
         """
-        table = connection.ops.quote_name(self.model._meta.db_table)
-        select = f"SELECT id, sender, message, created FROM {table} WHERE conversation_id = %s"
-        if after is not None:
-            sql, params = f"{select} AND id > %s ORDER BY id LIMIT %s", [after]
-        elif before is not None:
-            sql, params = f"{select} AND id < %s ORDER BY id DESC LIMIT %s", [before]
-        else:
-            sql, params = f"{select} ORDER BY id DESC LIMIT %s", []
+        sql, params = self.page_sql(
+            conversation_id, limit=limit, newest=newest, before=before, after=after
+        )
         with connection.cursor() as cursor:
-            cursor.execute(sql, [conversation_id, *params, limit])
+            cursor.execute(sql, params)
             rows = cursor.fetchall()
         if after is None:
             rows.reverse()

@@ -52,7 +52,9 @@ def history_page(
     )
     if nothing_there:
         return []
-    rows = Message.objects.page(conversation_id, limit=limit, before=before, after=after)
+    rows = Message.objects.page(
+        conversation_id, limit=limit, newest=state.last_message_id, before=before, after=after
+    )
     for row in rows:
         row["created"] = render_created(row["created"])
     return rows
