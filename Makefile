@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEV := DJANGO_DEBUG=1
 
-.PHONY: run test lint format superuser schema seed clean
+.PHONY: run test lint format superuser schema seed bench soak profile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,17 @@ schema: $(VENV)/.run-installed
 
 test: $(VENV)/.dev-installed
 	$(BIN)/pytest
+
+# The benchmark and the soak run need PostgreSQL on 127.0.0.1:5432 (user postgres) and wrk
+# (installed from Debian's packages if missing); see the README's Performance section.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/run.py
+
+soak: $(VENV)/.dev-installed
+	$(BIN)/python bench/soak.py
+
+profile: $(VENV)/.dev-installed
+	$(BIN)/python bench/profile.py get
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

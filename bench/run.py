@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import runpy
 import shutil
 import signal
 import socket
@@ -33,6 +34,8 @@ BENCH = PROJECT / "bench"
 RESULTS = BENCH / "results"
 SERVER = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 DATABASE = "chat_bench"
+# The servers under test run two workers, as the benchmark specifies.
+os.environ["WEB_CONCURRENCY"] = "2"
 CONVERSATIONS = 1000
 MESSAGES_EACH = 50
 SIZES = [10, 10_000, 1_000_000]
@@ -96,7 +99,8 @@ def environment(port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        DATABASE_URL=database_url(),
+        # Named, so that the connection sampler counts this server's connections alone.
+        DATABASE_URL=f"{database_url()}?application_name=service",
         DJANGO_SECRET_KEY="benchmark-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
         DJANGO_HTTPS="0",
         WEB_CONCURRENCY="2",
@@ -157,6 +161,17 @@ def fill() -> None:
     log(f"filled {total:,} messages in {time.monotonic() - started:.0f} s")
 
 
+def prepare_database() -> None:
+    """A fresh database, migrated by the Procfile's release command, then filled."""
+    recreate_database()
+    migrate = subprocess.run(
+        procfile("release"), shell=True, cwd=PROJECT, env=environment(0), capture_output=True
+    )
+    if migrate.returncode:
+        sys.exit(migrate.stderr.decode())
+    fill()
+
+
 def start(server: Server) -> None:
     server.port = free_port()
     server.process = subprocess.Popen(
@@ -194,8 +209,14 @@ def record_memory(server: Server) -> None:
         server.rss_mb[pid] = int(fields["VmHWM"].split()[0]) / 1024
 
 
+def connection_bound() -> int:
+    """Workers × threads, as gunicorn.conf.py sets them for the benchmark's environment."""
+    config = runpy.run_path(str(PROJECT / "gunicorn.conf.py"))
+    return config["workers"] * config.get("threads", 1)
+
+
 class ConnectionSampler(threading.Thread):
-    """Samples PostgreSQL's connections to the bench database, per server."""
+    """Samples PostgreSQL's connections to the bench database, per server (application_name)."""
 
     def __init__(self, servers: list[Server]) -> None:
         super().__init__(daemon=True)
@@ -205,14 +226,15 @@ class ConnectionSampler(threading.Thread):
     def run(self) -> None:
         with psycopg.connect(dbname="postgres", autocommit=True, **SERVER) as conn:
             while self.running:
-                rows = conn.execute(
-                    "SELECT application_name = 'ceiling', count(*) FROM pg_stat_activity "
-                    "WHERE datname = %s GROUP BY 1",
-                    [DATABASE],
-                ).fetchall()
-                counts = dict(rows)
+                counts = dict(
+                    conn.execute(
+                        "SELECT application_name, count(*) FROM pg_stat_activity "
+                        "WHERE datname = %s GROUP BY 1",
+                        [DATABASE],
+                    ).fetchall()
+                )
                 for server in self.servers:
-                    now = counts.get(server.name == "ceiling", 0)
+                    now = counts.get(server.name, 0)
                     server.connections_peak = max(server.connections_peak, now)
                 time.sleep(0.2)
 
@@ -382,7 +404,7 @@ def report(args, results: dict, servers: list[Server]) -> str:
             f"({ours['p50_us'] / base:.2f}× the 10-message p50) | "
             f"{bare['p50_us'] / 1000:.2f} / {bare['p99_us'] / 1000:.2f} | {bad} |"
         )
-    threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+    bound = connection_bound()
     lines += [
         "",
         "| server | worker peak RSS (MB) | PostgreSQL connections, peak (bound) |",
@@ -390,7 +412,7 @@ def report(args, results: dict, servers: list[Server]) -> str:
     ]
     for server in servers:
         rss = ", ".join(f"{mb:.0f}" for mb in server.rss_mb.values())
-        lines.append(f"| {server.name} | {rss} | {server.connections_peak} ({2 * threads}) |")
+        lines.append(f"| {server.name} | {rss} | {server.connections_peak} ({bound}) |")
     return "\n".join(lines)
 
 
@@ -406,13 +428,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     wrk = ensure_wrk()
     if not args.skip_fill:
-        recreate_database()
-        migrate = subprocess.run(
-            procfile("release"), shell=True, cwd=PROJECT, env=environment(0), capture_output=True
-        )
-        if migrate.returncode:
-            sys.exit(migrate.stderr.decode())
-        fill()
+        prepare_database()
     config = "--config gunicorn.conf.py"
     servers = [
         Server("service", procfile("web")),
