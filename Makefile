@@ -1,12 +1,13 @@
 # make run: a development server on http://127.0.0.1:8000 with SQLite.
 # make test: the whole suite (SQLite by default; set DATABASE_URL for PostgreSQL).
+# make crash: the crash test (SEED=7 DURATION=60); make crash-quick: its ~10 s variant.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEV := DJANGO_DEBUG=1
 
-.PHONY: run test lint format superuser clean
+.PHONY: run test lint format superuser crash crash-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,15 @@ superuser: $(VENV)/.run-installed
 
 test: $(VENV)/.dev-installed
 	$(BIN)/pytest
+
+SEED ?= 7
+DURATION ?= 60
+
+crash: $(VENV)/.run-installed
+	$(BIN)/python bench/crash.py --seed $(SEED) --duration $(DURATION)
+
+crash-quick: $(VENV)/.run-installed
+	$(BIN)/python bench/crash.py --quick --seed $(SEED)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

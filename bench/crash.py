@@ -305,7 +305,10 @@ class Ledger:
     ``events`` counts every answer and connection error under the fault that
     was being injected when it came (until the service had recovered), or
     under ``NO_FAULT``: "201", "201 replayed", "503", "503 without
-    Retry-After", any other status, or the connection error's class name.
+    Retry-After", any other status, or the connection error's class name
+    (on a new or a kept-alive connection). A replay is a retry whose first
+    attempt committed but whose answer never reached the writer; it counts
+    under the fault that made that first attempt fail.
     """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -320,13 +323,21 @@ class Ledger:
         with self.lock:
             self.sent[sent.key] = sent
 
-    def answer(self, key: str, status: int, headers: http.client.HTTPMessage, body: bytes) -> None:
+    def answer(
+        self,
+        key: str,
+        status: int,
+        headers: http.client.HTTPMessage,
+        body: bytes,
+        first_failure: str | None,
+    ) -> None:
+        """Count an answer; a replay counts under the phase of its first failed attempt."""
         with self.lock:
             self.events[self.phase, str(status)] += 1
             if status == 201:
                 self.acknowledged[key] = json.loads(body)["id"]
                 if headers.get("Idempotent-Replayed") == "true":
-                    self.events[self.phase, "201 replayed"] += 1
+                    self.events[first_failure or self.phase, "201 replayed"] += 1
             elif status == 503:
                 if not headers.get("Retry-After"):
                     self.events[self.phase, "503 without Retry-After"] += 1
@@ -372,6 +383,7 @@ def writer(
             {"sender": sent.sender, "conversation_id": sent.conversation, "message": sent.text}
         ).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": sent.key}
+        first_failure = None
         for attempt in itertools.count():
             if abort.is_set():
                 ledger.unfinished.append(sent.key)
@@ -386,12 +398,13 @@ def writer(
                 answer = response.read()
             except (OSError, http.client.HTTPException) as error:
                 ledger.connection_error(error, reused)
+                first_failure = first_failure or ledger.phase
                 if connection is not None:
                     connection.close()
                 connection = None
                 delay = min(0.05 * 2**attempt, 1.0)
             else:
-                ledger.answer(sent.key, response.status, response.headers, answer)
+                ledger.answer(sent.key, response.status, response.headers, answer, first_failure)
                 if response.will_close:
                     connection.close()
                     connection = None
@@ -399,6 +412,7 @@ def writer(
                 # retrying would only repeat it.
                 if response.status < 500:
                     break
+                first_failure = first_failure or ledger.phase
                 try:
                     delay = min(float(response.headers["Retry-After"]), RETRY_AFTER_CAP)
                 except (KeyError, ValueError):
