@@ -316,6 +316,7 @@ class Ledger:
     sent: dict[str, Sent] = field(default_factory=dict)
     acknowledged: dict[str, int] = field(default_factory=dict)
     events: Counter = field(default_factory=Counter)
+    replayed_after: Counter = field(default_factory=Counter)
     bad_answers: list[tuple[str, int, str, str]] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)
 
@@ -329,7 +330,7 @@ class Ledger:
         status: int,
         headers: http.client.HTTPMessage,
         body: bytes,
-        first_failure: str | None,
+        first_failure: tuple[str, str] | None,
     ) -> None:
         """Count an answer; a replay counts under the phase of its first failed attempt."""
         with self.lock:
@@ -337,7 +338,9 @@ class Ledger:
             if status == 201:
                 self.acknowledged[key] = json.loads(body)["id"]
                 if headers.get("Idempotent-Replayed") == "true":
-                    self.events[first_failure or self.phase, "201 replayed"] += 1
+                    phase, outcome = first_failure or (self.phase, "")
+                    self.events[phase, "201 replayed"] += 1
+                    self.replayed_after[phase, outcome] += 1
             elif status == 503:
                 if not headers.get("Retry-After"):
                     self.events[self.phase, "503 without Retry-After"] += 1
@@ -398,7 +401,7 @@ def writer(
                 answer = response.read()
             except (OSError, http.client.HTTPException) as error:
                 ledger.connection_error(error, reused)
-                first_failure = first_failure or ledger.phase
+                first_failure = first_failure or (ledger.phase, type(error).__name__)
                 if connection is not None:
                     connection.close()
                 connection = None
@@ -412,7 +415,7 @@ def writer(
                 # retrying would only repeat it.
                 if response.status < 500:
                     break
-                first_failure = first_failure or ledger.phase
+                first_failure = first_failure or (ledger.phase, str(response.status))
                 try:
                     delay = min(float(response.headers["Retry-After"]), RETRY_AFTER_CAP)
                 except (KeyError, ValueError):
@@ -758,6 +761,14 @@ def report(
         counts = [ledger.events[phase, row] for phase in phases]
         label = f"  {row}" if row in errors or row.endswith(("replayed", "Retry-After")) else row
         print(f"{label:<{label_width}}" + "".join(f"{n:>{width}}" for n in [*counts, sum(counts)]))
+    if ledger.replayed_after:
+        print(
+            "  replays came after: "
+            + ", ".join(
+                f"{outcome} in {phase} {n}"
+                for (phase, outcome), n in sorted(ledger.replayed_after.items())
+            )
+        )
     print("results")
     for name, value in verdict.figures.items():
         print(f"  {name:<24}{value}")
