@@ -792,7 +792,9 @@ def report(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7, help="chooses the faults and the writes")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of faults")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of faults, one every 2.5-5 s"
+    )
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument(
         "--quick", action="store_true", help="one fault of each kind, ~10 s (the test suite's run)"
@@ -805,6 +807,9 @@ def main() -> int:
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Either signal unwinds through the cleanup, even when started in the
+    # background (where a shell leaves SIGINT ignored).
+    signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
     try:
         return run(args)
