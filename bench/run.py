@@ -175,7 +175,8 @@ def prepare_database() -> None:
 def start(server: Server) -> None:
     server.port = free_port()
     server.process = subprocess.Popen(
-        server.command,
+        # Loopback only: gunicorn.conf.py binds every interface, as a deploy wants.
+        f"{server.command} --bind 127.0.0.1:{server.port}",
         shell=True,
         cwd=PROJECT,
         env=environment(server.port),
