@@ -295,11 +295,37 @@ def scenario_script(name: str) -> str:
     raise LookupError(name)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU time of each process so far."""
+    times = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        times[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return times
+
+
+def server_processes(server: Server) -> list[int]:
+    """The server's gunicorn processes and its PostgreSQL backends."""
+    with psycopg.connect(dbname="postgres", autocommit=True, **SERVER) as conn:
+        backends = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+            [DATABASE, server.name],
+        ).fetchall()
+    return [server.process.pid, *server.worker_pids(), *(pid for (pid,) in backends)]
+
+
 def run_wrk(wrk: str, server: Server, script: str, seconds: int, connections: int) -> dict:
     template = (BENCH / "wrk.lua.template").read_text()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
         lua.write(template.replace("-- SCENARIO --", script))
     threads = min(2, connections)
+    cpu_before = cpu_seconds(server_processes(server))
     out = subprocess.run(
         [
             wrk,
@@ -315,6 +341,7 @@ def run_wrk(wrk: str, server: Server, script: str, seconds: int, connections: in
         text=True,
         timeout=seconds + 60,
     )
+    cpu_after = cpu_seconds(server_processes(server))
     os.unlink(lua.name)
     line = next((line for line in out.stdout.splitlines() if line.startswith("RESULT ")), None)
     if line is None:
@@ -325,6 +352,10 @@ def run_wrk(wrk: str, server: Server, script: str, seconds: int, connections: in
         statuses[status] = statuses.get(status, 0) + count
     result["statuses"] = statuses
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    # CPU the server and its PostgreSQL backends spent per answer: unlike
+    # req/s, it hardly moves when other work shares the machine.
+    spent = sum(cpu_after[pid] - cpu_before.get(pid, 0.0) for pid in cpu_after)
+    result["cpu_us"] = spent / max(result["requests"], 1) * 1e6
     return result
 
 
@@ -352,6 +383,7 @@ def measure(args, wrk: str, servers: list[Server]) -> dict:
                 log(
                     f"{name:13} run {run + 1} {server.name:8} {result['rps']:8.0f} req/s  "
                     f"p50 {result['p50_us'] / 1000:6.2f} ms  p99 {result['p99_us'] / 1000:6.2f} ms  "
+                    f"cpu {result['cpu_us']:5.0f} us/req  "
                     f"statuses {result['statuses']}  socket errors {result['socket_errors']}"
                 )
     return results
@@ -455,6 +487,8 @@ def main() -> None:
             ours, bare = median_run(runs["service"]), median_run(runs["ceiling"])
             print(
                 f"{name}: {ours['rps']:.0f} / {bare['rps']:.0f} = {ours['rps'] / bare['rps']:.2f}x"
+                f"   cpu/req {ours['cpu_us']:.0f} / {bare['cpu_us']:.0f} us"
+                f" = {bare['cpu_us'] / ours['cpu_us']:.2f}x"
             )
         return
     table = report(args, results, servers)
