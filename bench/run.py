@@ -332,6 +332,9 @@ def run_wrk(wrk: str, server: Server, script: str, seconds: int, connections: in
             f"-t{threads}",
             f"-c{connections}",
             f"-d{seconds}s",
+            # An answer slower than this counts as a socket error (wrk's default is 2 s).
+            "--timeout",
+            "10s",
             "--latency",
             "-s",
             lua.name,

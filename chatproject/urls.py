@@ -6,6 +6,9 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from .health import Healthz, Readyz
 
 urlpatterns = [
+    # The API first: Django tries patterns in order, and nearly every request
+    # is a POST /messages/ or a GET /conversations/<id>.
+    path("", include("conversations.urls")),
     path("admin/", admin.site.urls),
     # The schema in YAML, or JSON with ?format=json or Accept: application/json
     # (the API's JSON-only negotiation would always pick YAML).
@@ -22,7 +25,6 @@ urlpatterns = [
     path("readyz", Readyz.as_view(), name="readyz"),
     path("readyz/", Readyz.as_view()),
     path("", include("demo.urls")),
-    path("", include("conversations.urls")),
 ]
 
 handler400 = "conversations.errors.bad_request"
