@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEV := DJANGO_DEBUG=1
 
-.PHONY: run test lint format superuser clean
+.PHONY: run test lint format superuser schema seed bench soak profile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,15 +23,40 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.run-installed
 	$(DEV) $(BIN)/python manage.py migrate --noinput
 	$(DEV) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	@echo "Demo:  http://127.0.0.1:8000/ (the chat page)"
 	@echo "API:   http://127.0.0.1:8000/conversations/1234"
+	@echo "Docs:  http://127.0.0.1:8000/api/docs/ (try every endpoint; schema at /api/schema/)"
 	@echo "Admin: http://127.0.0.1:8000/admin/ (create a login with: make superuser)"
+	@echo "Demo data: make seed, then open http://127.0.0.1:8000/admin/conversations/conversation/"
+	@echo "           (each conversation's page has JSON and CSV downloads) or"
+	@echo "           http://127.0.0.1:8000/conversations/demo-long-thread?limit=20"
 	$(DEV) $(BIN)/python manage.py runserver 127.0.0.1:8000
 
 superuser: $(VENV)/.run-installed
 	$(DEV) $(BIN)/python manage.py createsuperuser
 
+# A few demo conversations; rerunning it writes nothing twice.
+seed: $(VENV)/.run-installed
+	$(DEV) $(BIN)/python manage.py migrate --noinput
+	$(DEV) $(BIN)/python manage.py seed_demo
+
+# docs/openapi.yaml, the committed copy of /api/schema/ (a test fails when it is stale).
+schema: $(VENV)/.run-installed
+	$(DEV) $(BIN)/python manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
+
 test: $(VENV)/.dev-installed
 	$(BIN)/pytest
+
+# The benchmark and the soak run need PostgreSQL on 127.0.0.1:5432 (user postgres) and wrk
+# (installed from Debian's packages if missing); see the README's Performance section.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/run.py
+
+soak: $(VENV)/.dev-installed
+	$(BIN)/python bench/soak.py
+
+profile: $(VENV)/.dev-installed
+	$(BIN)/python bench/profile.py get
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

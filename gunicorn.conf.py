@@ -12,5 +12,7 @@ keepalive = 5
 timeout = 30
 # On SIGTERM, requests in flight get this long to finish.
 graceful_timeout = 20
-accesslog = "-"
+# The application logs each request as one JSON line on stdout
+# (chatproject.requestlog), with its request id: no second, plain access log.
+accesslog = None
 errorlog = "-"

@@ -64,6 +64,9 @@ if HTTPS:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+# Load balancers and orchestrators probe over plain HTTP, without the proxy's
+# X-Forwarded-Proto: a redirect to HTTPS would read as "not healthy".
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -74,10 +77,19 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "axes",
+    "corsheaders",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "conversations",
+    "demo",
 ]
 
 MIDDLEWARE = [
+    # Outermost, so its log line times and sees every answer, redirects included.
+    "chatproject.requestlog.RequestLogMiddleware",
+    # Before anything that can answer on its own (the HTTPS redirect, whitenoise),
+    # so a preflight gets its CORS headers.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -208,6 +220,7 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "conversations.renderers.JSONOnlyNegotiation",
     "EXCEPTION_HANDLER": "conversations.errors.problem_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["conversations.throttles.ClientRateThrottle"],
     # Per client address. Generous on purpose: many people can share one
     # address (an office, a mobile carrier's NAT), and each open widget polls.
@@ -218,9 +231,67 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": TRUSTED_PROXIES,
 }
 
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Chat-message service",
+    "DESCRIPTION": (
+        "Stores chat messages sent over HTTP and serves conversation history to chat widgets. "
+        "Every path also works without (or, for conversations, with) its trailing slash. "
+        "Responses are JSON whatever the Accept header says; every error is "
+        "`application/problem+json` (RFC 9457)."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # A message as sent (with the `converstaion_id` alias) and as returned
+    # (with `id` and `created`) are different shapes.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["conversations.schema.canonical_paths_only"],
+    # /healthz's and /readyz's "status" and "database" share the one value "ok".
+    "ENUM_NAME_OVERRIDES": {"Ok": ["ok"]},
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    # Swagger UI's files come from the app (drf-spectacular-sidecar), not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Chat widgets on other sites call the API from the browser. Only the origins
+# listed may read its answers; "*" alone allows every origin.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "")
+CORS_ALLOW_ALL_ORIGINS = CORS_ALLOWED_ORIGINS == ["*"]
+if CORS_ALLOW_ALL_ORIGINS:
+    CORS_ALLOWED_ORIGINS = []
+elif "*" in CORS_ALLOWED_ORIGINS:
+    raise ImproperlyConfigured("CORS_ALLOWED_ORIGINS is either '*' alone or a list of origins.")
+CORS_URLS_REGEX = r"^/(messages|conversations)(/|$)"
+CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+CORS_ALLOW_HEADERS = ["content-type", "idempotency-key", "if-none-match"]
+CORS_EXPOSE_HEADERS = ["Location", "ETag", "Link", "Retry-After", "Idempotent-Replayed"]
+CORS_PREFLIGHT_MAX_AGE = 86_400
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.orjson.OrjsonFormatter",
+            "fmt": "{levelname}{name}{message}",
+            "style": "{",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": "time",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"},
+        "requests": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "json",
+        },
+    },
+    "loggers": {
+        # One JSON line per request on stdout (chatproject.requestlog), in
+        # place of gunicorn's access log.
+        "chatproject.requests": {"handlers": ["requests"], "level": "INFO", "propagate": False},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
 }

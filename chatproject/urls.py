@@ -1,8 +1,27 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.negotiation import DefaultContentNegotiation
+
+from .health import Healthz, Readyz
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # The schema in YAML, or JSON with ?format=json or Accept: application/json
+    # (the API's JSON-only negotiation would always pick YAML).
+    path(
+        "api/schema/",
+        SpectacularAPIView.as_view(content_negotiation_class=DefaultContentNegotiation),
+        name="schema",
+    ),
+    # Swagger UI with its script in a file of its own, so a strict
+    # Content-Security-Policy (no inline scripts) does not break it.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    path("healthz", Healthz.as_view(), name="healthz"),
+    path("healthz/", Healthz.as_view()),
+    path("readyz", Readyz.as_view(), name="readyz"),
+    path("readyz/", Readyz.as_view()),
+    path("", include("demo.urls")),
     path("", include("conversations.urls")),
 ]
 

@@ -7,17 +7,26 @@ shows them and changes nothing, so counters and ETags stay true.
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import Http404, HttpRequest, StreamingHttpResponse
+from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
+from django.utils.http import content_disposition_header
 from django.utils.text import Truncator
 
+from . import export
 from .models import Conversation, Message
 
 RECENT_MESSAGES_SHOWN = 50
+# file format: (what writes it, its content type)
+EXPORT_FORMATS = {
+    "json": (export.as_json, "application/json"),
+    "csv": (export.as_csv, "text/csv; charset=utf-8"),
+}
 # Above this many rows (by PostgreSQL's statistics) an unfiltered changelist
 # shows the planner's estimate instead of counting every row.
 ESTIMATE_COUNT_ABOVE = 100_000
@@ -64,13 +73,72 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class ConversationAdmin(ReadOnlyAdmin):
     list_display = ["id", "message_count", "first_message_at", "last_message_at"]
     search_fields = ["=id"]
-    ordering = ["-last_message_at"]
-    fields = ["id", "message_count", "first_message_at", "last_message_at", "recent_messages"]
+    ordering = ["-last_message_at", "-last_message_id"]
+    fields = [
+        "id",
+        "message_count",
+        "first_message_at",
+        "last_message_at",
+        "download",
+        "recent_messages",
+    ]
     readonly_fields = fields
+
+    def get_urls(self) -> list:
+        export_view = self.admin_site.admin_view(self.export_view)
+        return [
+            path(
+                "<path:object_id>/export/<str:file_format>/",
+                export_view,
+                name="conversations_conversation_export",
+            ),
+            *super().get_urls(),
+        ]
+
+    def export_view(
+        self, request: HttpRequest, object_id: str, file_format: str
+    ) -> StreamingHttpResponse:
+        """The whole conversation as a file, streamed (conversations.export)."""
+        if file_format not in EXPORT_FORMATS:
+            raise Http404
+        conversation = self.get_object(request, unquote(object_id))
+        if conversation is None:
+            raise Http404
+        if not self.has_view_permission(request, conversation):
+            raise PermissionDenied
+        write, content_type = EXPORT_FORMATS[file_format]
+        return StreamingHttpResponse(
+            write(conversation),
+            content_type=content_type,
+            headers={
+                "Content-Disposition": content_disposition_header(
+                    as_attachment=True, filename=f"conversation-{conversation.pk}.{file_format}"
+                )
+            },
+        )
+
+    @admin.display(description="Download all messages")
+    def download(self, conversation: Conversation) -> str:
+        return format_html_join(
+            " ",
+            '<a href="{}" download>{}</a>',
+            (
+                (
+                    reverse(
+                        "admin:conversations_conversation_export",
+                        args=[quote(conversation.pk), file_format],
+                    ),
+                    file_format.upper(),
+                )
+                for file_format in EXPORT_FORMATS
+            ),
+        )
 
     @admin.display(description=f"Latest messages (up to {RECENT_MESSAGES_SHOWN}, newest last)")
     def recent_messages(self, conversation: Conversation) -> str:
-        recent = Message.objects.page(conversation.id, limit=RECENT_MESSAGES_SHOWN)
+        recent = Message.objects.page(
+            conversation.id, limit=RECENT_MESSAGES_SHOWN, newest=conversation.last_message_id or 0
+        )
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -21,11 +21,7 @@ class ConversationState:
     @classmethod
     def load(cls, conversation_id: str) -> ConversationState:
         """One primary-key lookup; a conversation with no row has no messages."""
-        row = (
-            Conversation.objects.filter(pk=conversation_id)
-            .values_list("message_count", "first_message_id", "last_message_id")
-            .first()
-        )
+        row = Conversation.objects.counters(conversation_id)
         return cls(*row) if row and row[0] else cls()
 
     @property
@@ -56,7 +52,9 @@ def history_page(
     )
     if nothing_there:
         return []
-    rows = Message.objects.page(conversation_id, limit=limit, before=before, after=after)
+    rows = Message.objects.page(
+        conversation_id, limit=limit, newest=state.last_message_id, before=before, after=after
+    )
     for row in rows:
         row["created"] = render_created(row["created"])
     return rows

@@ -10,13 +10,20 @@ from .errors import IdempotencyConflict
 from .models import Message
 from .pagination import ConversationState, history_page, link_header, page_links
 from .parsers import json_object
-from .serializers import IDEMPOTENCY_KEY_HEADER, MessageSerializer, PageRequestSerializer
+from .schema import conversation_retrieve_schema, message_create_schema, message_retrieve_schema
+from .serializers import (
+    IDEMPOTENCY_KEY_HEADER,
+    MessageSerializer,
+    message_representation,
+    page_request,
+)
 from .services import IdempotencyKeyReused, message_create
 
 
 class MessageViewSet(viewsets.ViewSet):
     lookup_value_regex = "[0-9]+"
 
+    @message_create_schema
     def create(self, request: Request) -> Response:
         serializer = MessageSerializer(
             data=json_object(request),
@@ -33,21 +40,22 @@ class MessageViewSet(viewsets.ViewSet):
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return Response(
-            MessageSerializer(message).data, status=status.HTTP_201_CREATED, headers=headers
+            message_representation(message), status=status.HTTP_201_CREATED, headers=headers
         )
 
+    @message_retrieve_schema
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(MessageSerializer(get_object_or_404(Message, pk=int(pk))).data)
+        return Response(message_representation(get_object_or_404(Message, pk=int(pk))))
 
 
 class ConversationViewSet(viewsets.ViewSet):
+    lookup_field = "conversation_id"
     lookup_value_regex = "[^/]+"
 
-    def retrieve(self, request: Request, pk: str) -> Response:
-        params = PageRequestSerializer(data={**request.query_params.dict(), "conversation_id": pk})
-        params.is_valid(raise_exception=True)
-        page = params.validated_data
-        conversation_id = page["conversation_id"]
+    @conversation_retrieve_schema
+    def retrieve(self, request: Request, conversation_id: str) -> Response:
+        page = page_request(conversation_id, request.query_params)
+        conversation_id = page.conversation_id
 
         state = ConversationState.load(conversation_id)
         headers = {"ETag": state.etag, "Cache-Control": "no-cache"}
@@ -55,13 +63,9 @@ class ConversationViewSet(viewsets.ViewSet):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
 
         messages = history_page(
-            conversation_id,
-            state,
-            limit=page["limit"],
-            before=page.get("before"),
-            after=page.get("after"),
+            conversation_id, state, limit=page.limit, before=page.before, after=page.after
         )
-        links = page_links(request, state, messages, limit=page["limit"])
+        links = page_links(request, state, messages, limit=page.limit)
         if links["previous"] or links["next"]:
             headers["Link"] = link_header(links)
         return Response({"id": conversation_id, "messages": messages, **links}, headers=headers)

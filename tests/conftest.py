@@ -43,3 +43,22 @@ def message(
     conversation_id: str = "1234", sender: str = "anson", text: str = "I'm a teapot"
 ) -> dict:
     return {"sender": sender, "conversation_id": conversation_id, "message": text}
+
+
+@pytest.fixture
+def unreachable_database():
+    """Point the connection at a database that cannot be opened, then restore it.
+
+    The driver really fails to connect: a refused TCP port on PostgreSQL, a
+    path in a directory that does not exist on SQLite.
+    """
+    saved = dict(connection.settings_dict)
+    connection.close()
+    if connection.vendor == "postgresql":
+        connection.settings_dict.update(HOST="127.0.0.1", PORT="1")
+    else:
+        connection.settings_dict["NAME"] = "/nonexistent-directory/db.sqlite3"
+    yield
+    connection.close()
+    connection.settings_dict.clear()
+    connection.settings_dict.update(saved)

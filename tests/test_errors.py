@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from django.db import connection
 
 from conversations.models import Conversation, Message
 from conversations.parsers import MAX_BODY_BYTES
@@ -135,25 +134,6 @@ def test_the_api_answers_json_whatever_the_accept_header(api):
 
     assert response.status_code == 201
     assert response["Content-Type"] == "application/json"
-
-
-@pytest.fixture
-def unreachable_database():
-    """Point the connection at a database that cannot be opened, then restore it.
-
-    The driver really fails to connect: a refused TCP port on PostgreSQL, a
-    path in a directory that does not exist on SQLite.
-    """
-    saved = dict(connection.settings_dict)
-    connection.close()
-    if connection.vendor == "postgresql":
-        connection.settings_dict.update(HOST="127.0.0.1", PORT="1")
-    else:
-        connection.settings_dict["NAME"] = "/nonexistent-directory/db.sqlite3"
-    yield
-    connection.close()
-    connection.settings_dict.clear()
-    connection.settings_dict.update(saved)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,458 @@
+"""``make bench``: the service against the bare ceiling, on PostgreSQL, driven by wrk.
+
+Both servers run at once under the same gunicorn settings (the service with the
+Procfile's ``web`` command, the ceiling with ``gunicorn bench.ceiling:app`` and
+the same config file) against one freshly filled database. Each scenario is
+measured on each server in turn, ``--runs`` times, and the median run is
+reported, so that both see the same machine noise. Every figure of the service
+is printed as a ratio of the ceiling's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import runpy
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+PROJECT = Path(__file__).resolve().parent.parent
+BENCH = PROJECT / "bench"
+RESULTS = BENCH / "results"
+SERVER = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+DATABASE = "chat_bench"
+# The servers under test run two workers, as the benchmark specifies.
+os.environ["WEB_CONCURRENCY"] = "2"
+CONVERSATIONS = 1000
+MESSAGES_EACH = 50
+SIZES = [10, 10_000, 1_000_000]
+
+
+@dataclass
+class Server:
+    name: str
+    command: str
+    port: int = 0
+    process: subprocess.Popen | None = None
+    connections_peak: int = 0
+    rss_mb: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        master = self.process.pid
+        out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True)
+        gunicorn_master = [int(p) for p in out.stdout.split()] or [master]
+        pids = []
+        for pid in gunicorn_master + [master]:
+            out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+            pids += [int(p) for p in out.stdout.split()]
+        return sorted(set(pids))
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    log("installing wrk from Debian's packages")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    return shutil.which("wrk") or sys.exit("wrk could not be installed")
+
+
+def database_url(name: str = DATABASE) -> str:
+    return f"postgres://{SERVER['user']}@{SERVER['host']}:{SERVER['port']}/{name}"
+
+
+def recreate_database() -> None:
+    with psycopg.connect(dbname="postgres", autocommit=True, **SERVER) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DATABASE}")
+
+
+def environment(port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        # Named, so that the connection sampler counts this server's connections alone.
+        DATABASE_URL=f"{database_url()}?application_name=service",
+        DJANGO_SECRET_KEY="benchmark-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
+        DJANGO_HTTPS="0",
+        WEB_CONCURRENCY="2",
+        PORT=str(port),
+        PYTHONPATH=str(PROJECT),
+    )
+    return env
+
+
+def procfile(process: str) -> str:
+    for line in (PROJECT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            return command.strip()
+    raise LookupError(process)
+
+
+FILL = f"""
+INSERT INTO conversations_conversation (id, message_count)
+    SELECT 'bench-' || c, 0 FROM generate_series(1, {CONVERSATIONS}) c;
+INSERT INTO conversations_message (conversation_id, sender, message, created)
+    SELECT 'bench-' || c, 'user' || (m % 7),
+           'Prefilled message ' || m || ' of a benchmark conversation, about as long as a chat line.',
+           date_trunc('milliseconds', now() - interval '1 day' + (m * {CONVERSATIONS} + c) * interval '1 ms')
+    FROM generate_series(1, {MESSAGES_EACH}) m, generate_series(1, {CONVERSATIONS}) c
+    ORDER BY m, c;
+"""
+
+FILL_SIZE = """
+INSERT INTO conversations_conversation (id, message_count) VALUES ('size-{n}', 0);
+INSERT INTO conversations_message (conversation_id, sender, message, created)
+    SELECT 'size-{n}', 'user' || (m % 7),
+           'Prefilled message ' || m || ' of a long benchmark conversation.',
+           date_trunc('milliseconds', now() - interval '2 days' + m * interval '1 ms')
+    FROM generate_series(1, {n}) m;
+"""
+
+COUNTERS = """
+UPDATE conversations_conversation c
+SET message_count = s.n, first_message_id = s.lo, last_message_id = s.hi,
+    first_message_at = s.first_at, last_message_at = s.last_at
+FROM (SELECT conversation_id, count(*) n, min(id) lo, max(id) hi,
+             min(created) first_at, max(created) last_at
+      FROM conversations_message GROUP BY conversation_id) s
+WHERE c.id = s.conversation_id;
+"""
+
+
+def fill() -> None:
+    started = time.monotonic()
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        conn.execute(FILL)
+        for n in SIZES:
+            conn.execute(FILL_SIZE.format(n=n))
+        conn.execute(COUNTERS)
+        conn.execute("VACUUM ANALYZE")
+        total = conn.execute("SELECT count(*) FROM conversations_message").fetchone()[0]
+    log(f"filled {total:,} messages in {time.monotonic() - started:.0f} s")
+
+
+def prepare_database() -> None:
+    """A fresh database, migrated by the Procfile's release command, then filled."""
+    recreate_database()
+    migrate = subprocess.run(
+        procfile("release"), shell=True, cwd=PROJECT, env=environment(0), capture_output=True
+    )
+    if migrate.returncode:
+        sys.exit(migrate.stderr.decode())
+    fill()
+
+
+def start(server: Server) -> None:
+    server.port = free_port()
+    server.process = subprocess.Popen(
+        server.command,
+        shell=True,
+        cwd=PROJECT,
+        env=environment(server.port),
+        stdout=subprocess.DEVNULL,
+        stderr=(RESULTS / f"{server.name}.log").open("wb"),
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{server.name} did not start; see {RESULTS / (server.name + '.log')}")
+
+
+def stop(server: Server) -> None:
+    if server.process and server.process.poll() is None:
+        os.killpg(server.process.pid, signal.SIGTERM)
+        server.process.wait(timeout=30)
+
+
+def record_memory(server: Server) -> None:
+    for pid in server.worker_pids():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        server.rss_mb[pid] = int(fields["VmHWM"].split()[0]) / 1024
+
+
+def connection_bound() -> int:
+    """Workers × threads, as gunicorn.conf.py sets them for the benchmark's environment."""
+    config = runpy.run_path(str(PROJECT / "gunicorn.conf.py"))
+    return config["workers"] * config.get("threads", 1)
+
+
+class ConnectionSampler(threading.Thread):
+    """Samples PostgreSQL's connections to the bench database, per server (application_name)."""
+
+    def __init__(self, servers: list[Server]) -> None:
+        super().__init__(daemon=True)
+        self.servers = servers
+        self.running = True
+
+    def run(self) -> None:
+        with psycopg.connect(dbname="postgres", autocommit=True, **SERVER) as conn:
+            while self.running:
+                counts = dict(
+                    conn.execute(
+                        "SELECT application_name, count(*) FROM pg_stat_activity "
+                        "WHERE datname = %s GROUP BY 1",
+                        [DATABASE],
+                    ).fetchall()
+                )
+                for server in self.servers:
+                    now = counts.get(server.name, 0)
+                    server.connections_peak = max(server.connections_peak, now)
+                time.sleep(0.2)
+
+
+def lua_list(values: list[str]) -> str:
+    return "{" + ", ".join(json.dumps(v) for v in values) + "}"
+
+
+def get_scenario(paths: list[str], etags: list[str] | None = None) -> str:
+    tags = lua_list(etags) if etags else "nil"
+    return f"""
+local paths = {lua_list(paths)}
+local etags = {tags}
+function request()
+  local i = math.random(#paths)
+  local headers = {{}}
+  if etags then headers["If-None-Match"] = etags[i] end
+  return wrk.format("GET", paths[i], headers)
+end
+"""
+
+
+POST_SCENARIO = f"""
+function request()
+  sent = sent + 1
+  local body = string.format(
+    '{{"sender": "wrk%d", "conversation_id": "bench-%d", "message": "Benchmark message %d from thread %d"}}',
+    thread_number, math.random({CONVERSATIONS}), sent, thread_number)
+  return wrk.format("POST", "/messages/", {{["Content-Type"] = "application/json"}}, body)
+end
+"""
+
+
+def conversation_states() -> dict[str, tuple[int, int]]:
+    with psycopg.connect(database_url()) as conn:
+        rows = conn.execute(
+            "SELECT id, message_count, last_message_id FROM conversations_conversation "
+            "WHERE id LIKE 'bench-%%'"
+        ).fetchall()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def scenario_script(name: str) -> str:
+    if name == "post":
+        return POST_SCENARIO
+    if name == "get":
+        return get_scenario([f"/conversations/bench-{c}" for c in range(1, CONVERSATIONS + 1)])
+    states = conversation_states()
+    ids = sorted(states)
+    if name == "not_modified":
+        etags = [f'"m{states[c][0]}.{states[c][1]}"' for c in ids]
+        return get_scenario([f"/conversations/{c}" for c in ids], etags)
+    if name == "idle_poll":
+        return get_scenario([f"/conversations/{c}?after={states[c][1]}" for c in ids])
+    if name.startswith("size-"):
+        return get_scenario([f"/conversations/{name}"])
+    raise LookupError(name)
+
+
+def run_wrk(wrk: str, server: Server, script: str, seconds: int, connections: int) -> dict:
+    template = (BENCH / "wrk.lua.template").read_text()
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(template.replace("-- SCENARIO --", script))
+    threads = min(2, connections)
+    out = subprocess.run(
+        [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            lua.name,
+            server.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    os.unlink(lua.name)
+    line = next((line for line in out.stdout.splitlines() if line.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
+    result = json.loads(line.removeprefix("RESULT "))
+    statuses: dict[int, int] = {}
+    for status, count in result["statuses"]:
+        statuses[status] = statuses.get(status, 0) + count
+    result["statuses"] = statuses
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+SCENARIOS = {
+    "post": ("POST /messages/", {201}),
+    "get": ("GET default page (50 messages)", {200}),
+    "not_modified": ("GET with matching If-None-Match (304)", {304}),
+    "idle_poll": ("GET ?after=<newest id> (idle poll)", {200}),
+}
+
+
+def measure(args, wrk: str, servers: list[Server]) -> dict:
+    results: dict = {}
+    plan = [(name, args.connections, args.duration) for name in SCENARIOS]
+    plan += [(f"size-{n}", 1, args.duration) for n in SIZES]
+    for name, connections, seconds in plan:
+        for run in range(args.runs):
+            for server in servers:
+                script = scenario_script(name)
+                run_wrk(wrk, server, script, args.warmup, connections)
+                result = run_wrk(wrk, server, script, seconds, connections)
+                results.setdefault(name, {}).setdefault(server.name, []).append(result)
+                log(
+                    f"{name:13} run {run + 1} {server.name:8} {result['rps']:8.0f} req/s  "
+                    f"p50 {result['p50_us'] / 1000:6.2f} ms  p99 {result['p99_us'] / 1000:6.2f} ms  "
+                    f"statuses {result['statuses']}  socket errors {result['socket_errors']}"
+                )
+    return results
+
+
+def median_run(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+
+
+def unexpected_answers(name: str, runs: list[dict]) -> int:
+    expected = SCENARIOS.get(name, ("", {200}))[1]
+    return sum(
+        count + run["socket_errors"] * 0
+        for run in runs
+        for status, count in run["statuses"].items()
+        if status not in expected
+    ) + sum(run["socket_errors"] for run in runs)
+
+
+def report(args, results: dict, servers: list[Server]) -> str:
+    service, ceiling = servers
+    lines = [
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
+        f"({os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
+        f"PostgreSQL on 127.0.0.1): gunicorn `WEB_CONCURRENCY=2` with gunicorn.conf.py, "
+        f"wrk {args.connections} connections, {args.duration} s per run after {args.warmup} s "
+        f"warm-up, median of {args.runs} runs.",
+        "",
+        "| scenario | service req/s | ceiling req/s | ratio | service p50 / p99 ms | ceiling p50 / p99 ms | unexpected answers |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, (title, _) in SCENARIOS.items():
+        ours, bare = median_run(results[name]["service"]), median_run(results[name]["ceiling"])
+        bad = unexpected_answers(name, results[name]["service"] + results[name]["ceiling"])
+        lines.append(
+            f"| {title} | {ours['rps']:,.0f} | {bare['rps']:,.0f} | **{ours['rps'] / bare['rps']:.2f}×** | "
+            f"{ours['p50_us'] / 1000:.2f} / {ours['p99_us'] / 1000:.2f} | "
+            f"{bare['p50_us'] / 1000:.2f} / {bare['p99_us'] / 1000:.2f} | {bad} |"
+        )
+    lines += [
+        "",
+        "| default page, one connection | service p50 / p99 ms | ceiling p50 / p99 ms | unexpected answers |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    base = None
+    for n in SIZES:
+        name = f"size-{n}"
+        ours, bare = median_run(results[name]["service"]), median_run(results[name]["ceiling"])
+        base = base or ours["p50_us"]
+        bad = unexpected_answers(name, results[name]["service"] + results[name]["ceiling"])
+        lines.append(
+            f"| {n:,} messages | {ours['p50_us'] / 1000:.2f} / {ours['p99_us'] / 1000:.2f} "
+            f"({ours['p50_us'] / base:.2f}× the 10-message p50) | "
+            f"{bare['p50_us'] / 1000:.2f} / {bare['p99_us'] / 1000:.2f} | {bad} |"
+        )
+    bound = connection_bound()
+    lines += [
+        "",
+        "| server | worker peak RSS (MB) | PostgreSQL connections, peak (bound) |",
+        "| --- | --- | --- |",
+    ]
+    for server in servers:
+        rss = ", ".join(f"{mb:.0f}" for mb in server.rss_mb.values())
+        lines.append(f"| {server.name} | {rss} | {server.connections_peak} ({bound}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run")
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is kept")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--skip-fill", action="store_true", help="reuse the filled database")
+    args = parser.parse_args()
+
+    RESULTS.mkdir(exist_ok=True)
+    wrk = ensure_wrk()
+    if not args.skip_fill:
+        prepare_database()
+    config = "--config gunicorn.conf.py"
+    servers = [
+        Server("service", procfile("web")),
+        Server("ceiling", f"gunicorn bench.ceiling:app {config}"),
+    ]
+    sampler = ConnectionSampler(servers)
+    try:
+        for server in servers:
+            start(server)
+        sampler.start()
+        results = measure(args, wrk, servers)
+        for server in servers:
+            record_memory(server)
+    finally:
+        sampler.running = False
+        for server in servers:
+            stop(server)
+    table = report(args, results, servers)
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / f"bench-{stamp}.md").write_text(table + "\n")
+    print()
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

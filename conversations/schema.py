@@ -1,0 +1,411 @@
+"""The API's OpenAPI description: what drf-spectacular cannot read from the code.
+
+The views stay thin by taking their ``extend_schema`` from here. The limits
+come from the same constants the serializers enforce, so the schema cannot
+drift from the checks; tests/test_api_schema.py holds the two together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import (
+    OpenApiSerializerExtension,
+    OpenApiSerializerFieldExtension,
+)
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
+from rest_framework import serializers
+
+from .errors import PROBLEM_CONTENT_TYPE, RETRY_AFTER_SECONDS
+from .models import (
+    CONVERSATION_ID_MAX_LENGTH,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    MESSAGE_MAX_LENGTH,
+    SENDER_MAX_LENGTH,
+)
+from .parsers import MAX_BODY_BYTES
+from .serializers import (
+    MAX_MESSAGE_ID,
+    PAGE_LIMIT_DEFAULT,
+    PAGE_LIMIT_MAX,
+    ConversationIdField,
+    MessageSerializer,
+)
+
+CONVERSATION_ID_PATTERN = rf"^[A-Za-z0-9._~:@+-]{{1,{CONVERSATION_ID_MAX_LENGTH}}}$"
+CONVERSATION_ID_RULE = (
+    f"1 to {CONVERSATION_ID_MAX_LENGTH} of the characters `A-Z a-z 0-9 . _ ~ : @ + -`, "
+    "and not `.` or `..` alone."
+)
+IDEMPOTENCY_KEY_PATTERN = rf"^[\x20-\x7E]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$"
+# orjson reads integers up to 64 bits; a larger one is a float, and a 400.
+JSON_INTEGER_MIN = -(2**63)
+JSON_INTEGER_MAX = 2**64 - 1
+
+
+def conversation_id_text_schema() -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": CONVERSATION_ID_MAX_LENGTH,
+        "pattern": CONVERSATION_ID_PATTERN,
+    }
+
+
+class ConversationIdFieldExtension(OpenApiSerializerFieldExtension):
+    """A conversation id is read as a string or an integer, and always written as a string."""
+
+    target_class = "conversations.serializers.ConversationIdField"
+
+    def map_serializer_field(self, auto_schema, direction: str) -> dict[str, Any]:
+        text = conversation_id_text_schema()
+        if direction == "response":
+            return {**text, "description": CONVERSATION_ID_RULE}
+        return {
+            "oneOf": [
+                text,
+                {
+                    "type": "integer",
+                    "minimum": JSON_INTEGER_MIN,
+                    "maximum": JSON_INTEGER_MAX,
+                    "description": "Stored as its decimal text.",
+                },
+            ],
+            "description": f"A JSON string, or a JSON integer. {CONVERSATION_ID_RULE}",
+        }
+
+
+MESSAGE_FIELD_DESCRIPTIONS = {
+    "id": "Assigned by the server; within a conversation, ids grow in commit order.",
+    "conversation_id": (
+        "The conversation the message belongs to; it exists from its first message. "
+        f"{CONVERSATION_ID_RULE}"
+    ),
+    "converstaion_id": (
+        "The misspelling in this API's first published example, accepted when "
+        "`conversation_id` is absent. If both are sent and differ, that is a 400."
+    ),
+    "sender": (
+        f"A JSON string, 1 to {SENDER_MAX_LENGTH} characters after trimming surrounding "
+        "whitespace; stored trimmed. No NUL and no lone surrogate."
+    ),
+    "message": (
+        f"A JSON string, 1 to {MESSAGE_MAX_LENGTH} characters, stored exactly as sent but not "
+        "whitespace only. No NUL and no lone surrogate."
+    ),
+    "created": (
+        "Set by the server: UTC with exactly millisecond precision and a `Z` "
+        "(`2018-01-17T04:50:14.883Z`)."
+    ),
+}
+
+
+class MessageSerializerExtension(OpenApiSerializerExtension):
+    """Adds each field's rule, and that one of the two spellings of the id is required."""
+
+    target_class = "conversations.serializers.MessageSerializer"
+
+    def map_serializer(self, auto_schema, direction: str) -> dict[str, Any]:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema["description"] = "A message as stored and returned."
+        for name, field_schema in schema["properties"].items():
+            if name in MESSAGE_FIELD_DESCRIPTIONS:
+                field_schema["description"] = MESSAGE_FIELD_DESCRIPTIONS[name]
+            if "oneOf" in field_schema:
+                # CharField's minLength, added beside the branches; the string
+                # branch has its own.
+                field_schema.pop("minLength", None)
+        if direction == "request":
+            schema["anyOf"] = [
+                {"required": ["conversation_id"]},
+                {"required": ["converstaion_id"]},
+            ]
+            schema["description"] = "Unknown extra fields are ignored."
+        return schema
+
+
+class ProblemSerializer(serializers.Serializer):
+    """RFC 9457 problem details: the one shape of every error."""
+
+    type = serializers.CharField(help_text="Always `about:blank`: `status` says what it is.")
+    title = serializers.CharField(help_text="The status's name, e.g. `Bad Request`.")
+    status = serializers.IntegerField(min_value=400, max_value=599)
+    detail = serializers.CharField(help_text="What went wrong, in words for a person.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Only for invalid fields or parameters: each one's problems.",
+    )
+
+
+class HistoryMessageSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text=MESSAGE_FIELD_DESCRIPTIONS["id"])
+    sender = serializers.CharField(max_length=SENDER_MAX_LENGTH)
+    message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH)
+    created = serializers.DateTimeField(help_text=MESSAGE_FIELD_DESCRIPTIONS["created"])
+
+
+class ConversationPageSerializer(serializers.Serializer):
+    id = ConversationIdField(help_text="The conversation id, as in the URL.")
+    messages = HistoryMessageSerializer(many=True, help_text="Oldest first (id ascending).")
+    previous = serializers.URLField(
+        allow_null=True,
+        help_text="The page of older messages; null when this page starts at the first message.",
+    )
+    next = serializers.URLField(
+        allow_null=True,
+        help_text="The page of newer messages; null when this page ends at the newest message.",
+    )
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok"])
+
+
+class ReadinessSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok"])
+    database = serializers.ChoiceField(choices=["ok"])
+
+
+def problem(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ProblemSerializer, description=description)
+
+
+def canonical_paths_only(endpoints: list[tuple]) -> list[tuple]:
+    """Each API path is routed with and without its trailing slash; the schema
+    lists the spelling the README uses, once."""
+
+    def canonical(path: str) -> bool:
+        if path.startswith("/messages"):
+            return path.endswith("/")
+        return not path.endswith("/")
+
+    return [endpoint for endpoint in endpoints if canonical(endpoint[0])]
+
+
+# Headers, request and response.
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+        "pattern": IDEMPOTENCY_KEY_PATTERN,
+    },
+    OpenApiParameter.HEADER,
+    description=(
+        "Makes a retry safe: 1 to 255 printable ASCII characters, scoped to the conversation. "
+        "A retry with the same key and payload answers the original 201 (with "
+        "`Idempotent-Replayed: true`) and stores nothing; the same key with a different "
+        "payload is a 422."
+    ),
+)
+IF_NONE_MATCH = OpenApiParameter(
+    "If-None-Match",
+    str,
+    OpenApiParameter.HEADER,
+    description="An ETag from an earlier answer (or `*`): if it is still current, the answer "
+    "is a 304 with no body.",
+)
+
+
+def response_header(
+    name: str, statuses: list[int], description: str, schema: Any = str
+) -> OpenApiParameter:
+    return OpenApiParameter(
+        name, schema, OpenApiParameter.HEADER, response=statuses, description=description
+    )
+
+
+def retry_after(statuses: list[int]) -> OpenApiParameter:
+    return response_header(
+        "Retry-After",
+        statuses,
+        f"Seconds to wait before retrying ({RETRY_AFTER_SECONDS}).",
+        {"type": "integer", "minimum": 0},
+    )
+
+
+def allow(statuses: list[int]) -> OpenApiParameter:
+    return response_header("Allow", statuses, "The methods this path takes.")
+
+
+ETAG = response_header(
+    "ETag",
+    [200, 304],
+    "Changes whenever a message is added to the conversation; send it back in `If-None-Match`.",
+)
+CACHE_CONTROL = response_header(
+    "Cache-Control", [200, 304], "`no-cache`: revalidate with `If-None-Match` before reuse."
+)
+LINK = response_header(
+    "Link",
+    [200],
+    'RFC 8288 links to the older (`rel="prev"`) and newer (`rel="next"`) pages, as in '
+    "`previous` and `next`; absent when there are neither.",
+)
+LOCATION = response_header("Location", [201], "The message's URL, `GET /messages/{id}/`.")
+IDEMPOTENT_REPLAYED = response_header(
+    "Idempotent-Replayed",
+    [201],
+    "`true` when this 201 replays the answer to an earlier request with the same "
+    "`Idempotency-Key`; absent otherwise.",
+    {"type": "string", "enum": ["true"]},
+)
+
+# Paging.
+
+PAGE_LIMIT = OpenApiParameter(
+    "limit",
+    {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT_MAX, "default": PAGE_LIMIT_DEFAULT},
+    OpenApiParameter.QUERY,
+    description=f"Messages per page, 1 to {PAGE_LIMIT_MAX}.",
+)
+MESSAGE_ID_QUERY = {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_MESSAGE_ID}
+BEFORE = OpenApiParameter(
+    "before",
+    MESSAGE_ID_QUERY,
+    OpenApiParameter.QUERY,
+    description="The newest `limit` messages older than this message id (no such message "
+    "need exist). Not with `after`.",
+)
+AFTER = OpenApiParameter(
+    "after",
+    MESSAGE_ID_QUERY,
+    OpenApiParameter.QUERY,
+    description="The oldest `limit` messages newer than this message id; `after=0` reads from "
+    "the first message. Not with `before`.",
+)
+CONVERSATION_ID_PATH = OpenApiParameter(
+    "conversation_id",
+    conversation_id_text_schema(),
+    OpenApiParameter.PATH,
+    description=CONVERSATION_ID_RULE + " A malformed id is a 400; an id with no messages is "
+    "an empty conversation.",
+)
+MESSAGE_ID_PATH = OpenApiParameter(
+    "id",
+    {"type": "integer", "format": "int64", "minimum": 0},
+    OpenApiParameter.PATH,
+    description="A message id.",
+)
+
+UNAVAILABLE = problem("The database cannot be reached or stays locked; nothing was stored.")
+WRONG_METHOD = problem("This path does not take the method; `Allow` lists those it does.")
+EXAMPLE_MESSAGE = {
+    "id": 1,
+    "conversation_id": "1234",
+    "sender": "anson",
+    "message": "I'm a teapot",
+    "created": "2018-01-17T04:50:14.883Z",
+}
+
+message_create_schema = extend_schema(
+    summary="Store a message",
+    description="The body is a JSON object sent as `application/json` (a `charset` parameter "
+    "is fine). The 201 is sent after the message has been committed.",
+    request=MessageSerializer,
+    parameters=[IDEMPOTENCY_KEY, LOCATION, IDEMPOTENT_REPLAYED, retry_after([503]), allow([405])],
+    responses={
+        201: OpenApiResponse(MessageSerializer, description="Stored (or replayed)."),
+        (400, PROBLEM_CONTENT_TYPE): problem(
+            "Invalid fields (listed in `errors`), or a body that is not one JSON object: "
+            "malformed, empty, `NaN`/`Infinity`, invalid UTF-8, nested deeper than 1024 levels. "
+            "Also a malformed `Idempotency-Key`."
+        ),
+        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
+        (411, PROBLEM_CONTENT_TYPE): problem("A chunked body without `Content-Length`."),
+        (413, PROBLEM_CONTENT_TYPE): problem(f"A body over {MAX_BODY_BYTES // 1024} KiB."),
+        (415, PROBLEM_CONTENT_TYPE): problem("A body that is not `application/json`."),
+        (422, PROBLEM_CONTENT_TYPE): problem(
+            "The `Idempotency-Key` was used before in this conversation with a different payload."
+        ),
+        (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
+    },
+    examples=[
+        OpenApiExample(
+            "A message",
+            value={"sender": "anson", "conversation_id": "1234", "message": "I'm a teapot"},
+            request_only=True,
+        ),
+        OpenApiExample("Stored", value=EXAMPLE_MESSAGE, response_only=True, status_codes=[201]),
+    ],
+)
+
+message_retrieve_schema = extend_schema(
+    summary="Read one message",
+    parameters=[MESSAGE_ID_PATH, retry_after([503]), allow([405])],
+    responses={
+        200: OpenApiResponse(MessageSerializer, description="The message, as its 201 showed it."),
+        (404, PROBLEM_CONTENT_TYPE): problem("No such message."),
+        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
+        (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
+    },
+    examples=[OpenApiExample("A message", value=EXAMPLE_MESSAGE, response_only=True)],
+)
+
+conversation_retrieve_schema = extend_schema(
+    summary="Read a conversation's history, a page at a time",
+    description="With neither `before` nor `after`, the newest `limit` messages. The page is "
+    "always oldest first. Costs one primary-key lookup plus one index range scan, however long "
+    "the conversation.",
+    parameters=[
+        CONVERSATION_ID_PATH,
+        PAGE_LIMIT,
+        BEFORE,
+        AFTER,
+        IF_NONE_MATCH,
+        ETAG,
+        CACHE_CONTROL,
+        LINK,
+        retry_after([503]),
+        allow([405]),
+    ],
+    responses={
+        200: OpenApiResponse(ConversationPageSerializer, description="One page of messages."),
+        304: OpenApiResponse(description="`If-None-Match` names the current ETag: no body."),
+        (400, PROBLEM_CONTENT_TYPE): problem(
+            "A malformed conversation id, or invalid paging parameters (listed in `errors`): "
+            "`limit` outside its range, `before` or `after` not plain digits, or both at once."
+        ),
+        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
+        (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
+    },
+    examples=[
+        OpenApiExample(
+            "A page",
+            value={
+                "id": "1234",
+                "messages": [{k: v for k, v in EXAMPLE_MESSAGE.items() if k != "conversation_id"}],
+                "previous": None,
+                "next": None,
+            },
+            response_only=True,
+            status_codes=[200],
+        )
+    ],
+)
+
+healthz_schema = extend_schema(
+    summary="Liveness: the process answers",
+    description="Touches no database. Not rate limited.",
+    tags=["operations"],
+    responses={200: OpenApiResponse(HealthSerializer, description="The process answers.")},
+)
+
+readyz_schema = extend_schema(
+    summary="Readiness: the database answers",
+    description="Runs one trivial query. Not rate limited.",
+    tags=["operations"],
+    parameters=[retry_after([503])],
+    responses={
+        200: OpenApiResponse(ReadinessSerializer, description="The database answers."),
+        (503, PROBLEM_CONTENT_TYPE): problem("The database does not answer."),
+    },
+)

@@ -1,0 +1,302 @@
+"""The OpenAPI schema and the Swagger UI page: complete, valid, current, and offline."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from django.contrib.staticfiles import finders
+from django.core.management import call_command
+from rest_framework.exceptions import ValidationError
+
+from conversations.schema import CONVERSATION_ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
+from conversations.serializers import ConversationIdField
+
+pytestmark = pytest.mark.django_db
+
+COMMITTED_SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
+PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> str:
+    """The schema as `make schema` writes it: validated, and failing on any warning."""
+    path = tmp_path_factory.mktemp("schema") / "openapi.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(path))
+    return path.read_text()
+
+
+@pytest.fixture(scope="module")
+def schema(generated) -> dict:
+    return yaml.safe_load(generated)
+
+
+def without_descriptions(value):
+    """The schema's structure, with its prose left out of the comparison."""
+    if isinstance(value, dict):
+        return {k: without_descriptions(v) for k, v in value.items() if k != "description"}
+    if isinstance(value, list):
+        return [without_descriptions(v) for v in value]
+    return value
+
+
+def parameters(operation: dict) -> dict:
+    return {
+        (p["in"], p["name"]): without_descriptions(p["schema"]) for p in operation["parameters"]
+    }
+
+
+def headers(response: dict) -> dict:
+    return {name: without_descriptions(h["schema"]) for name, h in response["headers"].items()}
+
+
+def test_the_schema_is_valid_openapi_3_and_generates_without_warnings(schema):
+    assert schema["openapi"].startswith("3.")
+
+
+def test_the_committed_copy_is_current(generated):
+    assert COMMITTED_SCHEMA.read_text() == generated, (
+        "docs/openapi.yaml is stale: run `make schema` and commit it"
+    )
+
+
+def test_the_schema_lists_each_endpoint_once_by_its_documented_path(schema):
+    assert {path: sorted(methods) for path, methods in schema["paths"].items()} == {
+        "/messages/": ["post"],
+        "/messages/{id}/": ["get"],
+        "/conversations/{conversation_id}": ["get"],
+        "/healthz": ["get"],
+        "/readyz": ["get"],
+    }
+
+
+def test_posting_a_message_is_described_with_its_body_headers_and_every_status(schema):
+    operation = schema["paths"]["/messages/"]["post"]
+    responses = operation["responses"]
+
+    assert operation["requestBody"]["required"] is True
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/MessageRequest"
+    }
+    assert parameters(operation) == {
+        ("header", "Idempotency-Key"): {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 255,
+            "pattern": r"^[\x20-\x7E]{1,255}$",
+        }
+    }
+    assert sorted(responses) == ["201", "400", "405", "411", "413", "415", "422", "503"]
+    assert responses["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Message"
+    }
+    assert headers(responses["201"]) == {
+        "Location": {"type": "string"},
+        "Idempotent-Replayed": {"type": "string", "enum": ["true"]},
+    }
+    for status in ["400", "405", "411", "413", "415", "422", "503"]:
+        assert responses[status]["content"] == PROBLEM, status
+    assert headers(responses["503"]) == {"Retry-After": {"type": "integer", "minimum": 0}}
+    assert headers(responses["405"]) == {"Allow": {"type": "string"}}
+
+
+def test_reading_a_message_is_described_with_every_status(schema):
+    operation = schema["paths"]["/messages/{id}/"]["get"]
+    responses = operation["responses"]
+
+    assert parameters(operation) == {
+        ("path", "id"): {"type": "integer", "format": "int64", "minimum": 0}
+    }
+    assert sorted(responses) == ["200", "404", "405", "503"]
+    assert responses["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Message"
+    }
+    for status in ["404", "405", "503"]:
+        assert responses[status]["content"] == PROBLEM, status
+
+
+def test_reading_history_is_described_with_paging_conditional_get_and_every_status(schema):
+    operation = schema["paths"]["/conversations/{conversation_id}"]["get"]
+    responses = operation["responses"]
+    message_id = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1}
+
+    assert parameters(operation) == {
+        ("path", "conversation_id"): {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            "pattern": "^[A-Za-z0-9._~:@+-]{1,100}$",
+        },
+        ("query", "limit"): {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+        ("query", "before"): message_id,
+        ("query", "after"): message_id,
+        ("header", "If-None-Match"): {"type": "string"},
+    }
+    assert sorted(responses) == ["200", "304", "400", "405", "503"]
+    assert responses["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ConversationPage"
+    }
+    assert headers(responses["200"]) == {
+        "ETag": {"type": "string"},
+        "Cache-Control": {"type": "string"},
+        "Link": {"type": "string"},
+    }
+    assert "content" not in responses["304"]
+    assert headers(responses["304"]) == {
+        "ETag": {"type": "string"},
+        "Cache-Control": {"type": "string"},
+    }
+    for status in ["400", "405", "503"]:
+        assert responses[status]["content"] == PROBLEM, status
+
+
+def test_a_message_as_sent_has_every_field_with_its_limits(schema):
+    text_id = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 100,
+        "pattern": "^[A-Za-z0-9._~:@+-]{1,100}$",
+    }
+    string_or_integer = {
+        "oneOf": [
+            text_id,
+            {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1},
+        ]
+    }
+
+    assert without_descriptions(schema["components"]["schemas"]["MessageRequest"]) == {
+        "type": "object",
+        "properties": {
+            "conversation_id": string_or_integer,
+            "converstaion_id": {**string_or_integer, "writeOnly": True},
+            "sender": {"type": "string", "minLength": 1, "maxLength": 150},
+            "message": {"type": "string", "minLength": 1, "maxLength": 10000},
+        },
+        "required": ["message", "sender"],
+        "anyOf": [{"required": ["conversation_id"]}, {"required": ["converstaion_id"]}],
+    }
+
+
+def test_a_message_as_returned_and_a_history_page_are_described_field_by_field(schema):
+    components = without_descriptions(schema["components"]["schemas"])
+    text_id = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 100,
+        "pattern": "^[A-Za-z0-9._~:@+-]{1,100}$",
+    }
+
+    assert components["Message"] == {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "readOnly": True},
+            "conversation_id": text_id,
+            "sender": {"type": "string", "maxLength": 150},
+            "message": {"type": "string", "maxLength": 10000},
+            "created": {"type": "string", "format": "date-time", "readOnly": True},
+        },
+        "required": ["created", "id", "message", "sender"],
+    }
+    assert components["ConversationPage"] == {
+        "type": "object",
+        "properties": {
+            "id": text_id,
+            "messages": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryMessage"}},
+            "previous": {"type": "string", "format": "uri", "nullable": True},
+            "next": {"type": "string", "format": "uri", "nullable": True},
+        },
+        "required": ["id", "messages", "next", "previous"],
+    }
+    assert components["HistoryMessage"] == {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "sender": {"type": "string", "maxLength": 150},
+            "message": {"type": "string", "maxLength": 10000},
+            "created": {"type": "string", "format": "date-time"},
+        },
+        "required": ["created", "id", "message", "sender"],
+    }
+
+
+def test_errors_are_one_problem_component(schema):
+    assert without_descriptions(schema["components"]["schemas"]["Problem"]) == {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": {"type": "string"},
+            "errors": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "required": ["detail", "status", "title", "type"],
+    }
+
+
+@pytest.mark.parametrize(
+    "conversation_id",
+    ["1234", "a" * 100, "a" * 101, "", "no spaces", "a/b", "é", "x\u0000", "A-z.0_9~:@+-", "..."],
+)
+def test_the_documented_id_pattern_accepts_what_the_api_accepts(conversation_id):
+    # The one exception, said in the field's description: "." and ".." alone.
+    try:
+        ConversationIdField().run_validation(conversation_id)
+        accepted = True
+    except ValidationError:
+        accepted = False
+
+    assert bool(re.search(CONVERSATION_ID_PATTERN, conversation_id)) == accepted
+
+
+def test_the_documented_idempotency_key_is_printable_ascii():
+    assert re.fullmatch(IDEMPOTENCY_KEY_PATTERN, "retry-1 ~!")
+    assert not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, "")
+    assert not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, "x" * 256)
+    assert not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, "tab\there")
+    assert not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, "caf\u00e9")
+
+
+def test_the_schema_is_served_as_yaml_and_as_json(client, schema):
+    as_yaml = client.get("/api/schema/")
+    as_json = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+
+    assert as_yaml.status_code == 200
+    assert as_yaml["Content-Type"] == "application/vnd.oai.openapi; charset=utf-8"
+    assert yaml.safe_load(as_yaml.content) == schema
+    assert as_json.status_code == 200
+    assert as_json["Content-Type"] == "application/json"
+    assert json.loads(as_json.content) == schema
+
+
+def test_the_docs_page_is_swagger_ui_from_local_files_only(client):
+    response = client.get("/api/docs/")
+    page = response.content.decode()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/html; charset=utf-8"
+    assert "<script>" not in page
+    assert sorted(assets) == [
+        "/api/docs/?script=",
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/favicon-32x32.png",
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-standalone-preset.js",
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css",
+    ]
+    for asset in assets:
+        if asset.startswith("/static/"):
+            assert finders.find(asset.removeprefix("/static/")), asset
+
+
+def test_the_docs_page_script_loads_the_local_schema_and_nothing_remote(client):
+    response = client.get("/api/docs/?script=")
+    script = response.content.decode()
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/javascript")
+    assert 'url: "/api/schema/"' in script
+    assert not re.search(r"https?://", script)

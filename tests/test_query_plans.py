@@ -1,0 +1,83 @@
+"""On PostgreSQL, a page is one index range scan whatever the conversation's length."""
+
+import pytest
+from django.db import connection
+
+from conversations.models import Message
+from conversations.pagination import ConversationState
+from tests.conftest import postgresql_only
+
+pytestmark = [
+    postgresql_only("the plans are PostgreSQL's"),
+    pytest.mark.django_db,
+]
+
+BIG = 20_000
+SMALL_CONVERSATIONS = 500
+SMALL_EACH = 20
+
+
+@pytest.fixture
+def messages():
+    """One long conversation and many short ones whose ids interleave after it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO conversations_conversation (id, message_count) "
+            "SELECT 'small-' || c, 0 FROM generate_series(1, %s) c "
+            "UNION ALL SELECT 'big', 0",
+            [SMALL_CONVERSATIONS],
+        )
+        cursor.execute(
+            "INSERT INTO conversations_message (conversation_id, sender, message, created) "
+            "SELECT 'big', 's', 'm' || n, now() FROM generate_series(1, %s) n",
+            [BIG],
+        )
+        cursor.execute(
+            "INSERT INTO conversations_message (conversation_id, sender, message, created) "
+            "SELECT 'small-' || c, 's', 'm' || n, now() "
+            "FROM generate_series(1, %s) n, generate_series(1, %s) c ORDER BY n, c",
+            [SMALL_EACH, SMALL_CONVERSATIONS],
+        )
+        cursor.execute(
+            "UPDATE conversations_conversation c SET message_count = s.n, "
+            "first_message_id = s.lo, last_message_id = s.hi "
+            "FROM (SELECT conversation_id, count(*) n, min(id) lo, max(id) hi "
+            "FROM conversations_message GROUP BY conversation_id) s WHERE c.id = s.conversation_id"
+        )
+        cursor.execute("ANALYZE conversations_message")
+        cursor.execute("ANALYZE conversations_conversation")
+
+
+def plan_nodes(plan: dict) -> list[dict]:
+    return [plan] + [node for child in plan.get("Plans", []) for node in plan_nodes(child)]
+
+
+def explain(conversation_id: str, **paging) -> list[dict]:
+    state = ConversationState.load(conversation_id)
+    middle = (state.first_message_id + state.last_message_id) // 2
+    paging = {k: middle if v == "middle" else v for k, v in paging.items()}
+    sql, params = Message.objects.page_sql(
+        conversation_id, limit=100, newest=state.last_message_id, **paging
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+        (explained,) = cursor.fetchone()  # psycopg reads the json column already
+    return plan_nodes(explained[0]["Plan"])
+
+
+@pytest.mark.parametrize("conversation_id", ["big", "small-7"])
+@pytest.mark.parametrize(
+    "paging", [{}, {"before": "middle"}, {"after": "middle"}, {"after": 0}], ids=str
+)
+def test_a_page_is_an_index_range_scan_and_never_a_sort(messages, conversation_id, paging):
+    nodes = explain(conversation_id, **paging)
+
+    assert not [node for node in nodes if "Sort" in node["Node Type"]]
+    scans = [node for node in nodes if node.get("Relation Name") == "conversations_message"]
+    assert len(scans) == 1
+    scan = scans[0]
+    assert scan["Node Type"] in {"Index Scan", "Index Only Scan"}
+    assert "id" in scan["Index Cond"]
+    # The scan stops at the page: it reads about a page of rows, not the conversation.
+    assert scan["Actual Rows"] <= 100
+    assert scan.get("Rows Removed by Filter", 0) <= 100 * 2
