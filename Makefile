@@ -1,12 +1,13 @@
 # make run: a development server on http://127.0.0.1:8000 with SQLite.
 # make test: the whole suite (SQLite by default; set DATABASE_URL for PostgreSQL).
+# make crash: the crash test (SEED=7 DURATION=60); make crash-quick: its ~10 s variant.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEV := DJANGO_DEBUG=1
 
-.PHONY: run test lint format superuser schema seed bench soak profile clean
+.PHONY: run test lint format superuser schema seed bench soak profile crash crash-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +58,15 @@ soak: $(VENV)/.dev-installed
 
 profile: $(VENV)/.dev-installed
 	$(BIN)/python bench/profile.py get
+
+SEED ?= 7
+DURATION ?= 60
+
+crash: $(VENV)/.run-installed
+	$(BIN)/python bench/crash.py --seed $(SEED) --duration $(DURATION)
+
+crash-quick: $(VENV)/.run-installed
+	$(BIN)/python bench/crash.py --quick --seed $(SEED)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

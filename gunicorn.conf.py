@@ -16,3 +16,6 @@ graceful_timeout = 20
 # (chatproject.requestlog), with its request id: no second, plain access log.
 accesslog = None
 errorlog = "-"
+# gunicorn 27 opens a control socket at one path per user by default, so two
+# instances on one machine would take it from each other; nothing here uses it.
+control_socket_disable = True

@@ -179,7 +179,8 @@ def prepare_database() -> None:
 def start(server: Server) -> None:
     server.port = free_port()
     server.process = subprocess.Popen(
-        server.command,
+        # Loopback only: gunicorn.conf.py binds every interface, as a deploy wants.
+        f"{server.command} --bind 127.0.0.1:{server.port}",
         shell=True,
         cwd=PROJECT,
         env=environment(server.port),
@@ -343,6 +344,8 @@ def measure(args, wrk: str, servers: list[Server]) -> dict:
     results: dict = {}
     plan = [(name, args.connections, args.duration) for name in SCENARIOS]
     plan += [(f"size-{n}", 1, args.duration) for n in SIZES]
+    if args.only:
+        plan = [step for step in plan if step[0] in args.only.split(",")]
     for name, connections, seconds in plan:
         for run in range(args.runs):
             for server in servers:
@@ -427,6 +430,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is kept")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--skip-fill", action="store_true", help="reuse the filled database")
+    parser.add_argument("--only", help="measure only these scenarios (comma list), to try a change")
     args = parser.parse_args()
 
     RESULTS.mkdir(exist_ok=True)
@@ -450,6 +454,13 @@ def main() -> None:
         sampler.running = False
         for server in servers:
             stop(server)
+    if args.only:
+        for name, runs in results.items():
+            ours, bare = median_run(runs["service"]), median_run(runs["ceiling"])
+            print(
+                f"{name}: {ours['rps']:.0f} / {bare['rps']:.0f} = {ours['rps'] / bare['rps']:.2f}x"
+            )
+        return
     table = report(args, results, servers)
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S}"
     (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(results, indent=1))

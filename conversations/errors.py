@@ -60,8 +60,11 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's exception handler, answering every error as problem+json.
 
     A database that cannot be reached (or stays locked past the busy timeout)
-    is a ``503`` with ``Retry-After``: the client should retry, and nothing
-    was stored, since the write path is one transaction.
+    is a ``503`` with ``Retry-After``: the client should retry. The write
+    path is one transaction, so a write either happened whole or not at all;
+    a database that fails during COMMIT can have made it durable without the
+    service learning so, which is why a retry should carry the same
+    ``Idempotency-Key``.
     """
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -140,7 +140,8 @@ def live_server(env: dict[str, str], log: Path) -> Iterator[LiveServer]:
     assert release.returncode == 0, release.stderr
     with log.open("wb") as output:
         process = subprocess.Popen(
-            procfile_command("web"),
+            # Loopback only: the config binds every interface, as a deploy wants.
+            f"{procfile_command('web')} --bind 127.0.0.1:{port}",
             shell=True,
             cwd=PROJECT,
             env=env,
