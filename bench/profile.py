@@ -16,6 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chat_bench")
 os.environ.setdefault("DJANGO_SECRET_KEY", "profile-only-secret-key-0123456789abcdefghijklmnop")
 os.environ.setdefault("DJANGO_HTTPS", "0")
+# Every profiled request comes from one client: limits it cannot reach keep
+# the rate limiter in the profile without refusing anything.
+os.environ.setdefault("RATE_LIMIT_POST", "1000000000/s")
+os.environ.setdefault("RATE_LIMIT_GET", "1000000000/s")
 
 from pyinstrument import Profiler  # noqa: E402
 

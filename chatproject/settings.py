@@ -5,6 +5,8 @@ variable with its default.
 """
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -15,6 +17,31 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A rate in DRF's syntax (``120/min``), or None for ``off``.
+
+    Checked here so that a typo stops the process at start instead of
+    failing every request.
+    """
+    value = os.environ.get(name, default).strip()
+    if value.lower() == "off":
+        return None
+    match = re.fullmatch(r"(\d+)/([smhd][a-z]*)", value)
+    if not match or int(match[1]) == 0:
+        raise ImproperlyConfigured(
+            f"{name} must be a rate such as 120/min (a positive number per s, min, h or day) "
+            f"or off, not {value!r}."
+        )
+    return value
+
+
+def env_count(name: str, default: str) -> int:
+    value = os.environ.get(name, default).strip()
+    if not value.isascii() or not value.isdigit():
+        raise ImproperlyConfigured(f"{name} must be a whole number (0 or more), not {value!r}.")
+    return int(value)
 
 
 DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
@@ -49,6 +76,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "axes",
     "corsheaders",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -70,6 +98,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatproject.urls"
@@ -119,6 +149,52 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # (and every thread) opens its own, and WAL and locking work as deployed.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
 
+# How many reverse proxies in front of the service append to X-Forwarded-For.
+# The client is the address that many hops from the right; with 0 the header
+# is ignored, since anyone can send it, and the client is REMOTE_ADDR.
+TRUSTED_PROXIES = env_count("DJANGO_TRUSTED_PROXIES", "0")
+
+# The rate limits' counters. Redis shares them between every worker and
+# instance; without it each worker process counts on its own.
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "chat",
+            # A Redis that stops answering must not hold requests for long:
+            # the rate limits then let requests through (conversations/throttles.py).
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            # The default of 300 entries would evict live counters as soon as
+            # a few hundred clients are active, and let them start afresh.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
+
+AUTHENTICATION_BACKENDS = [
+    # First, so that a locked-out client is refused before its password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# Admin logins: after 5 failures from one client address, every login from it
+# is refused with a 429 for 15 minutes (from its latest attempt). Attempts
+# live in the database, so the count is shared by every worker and survives
+# restarts, with or without Redis; only logins pay for it.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "conversations.throttles.client_ip"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -153,6 +229,14 @@ REST_FRAMEWORK = {
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "conversations.renderers.JSONOnlyNegotiation",
     "EXCEPTION_HANDLER": "conversations.errors.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["conversations.throttles.ClientRateThrottle"],
+    # Per client address. Generous on purpose: many people can share one
+    # address (an office, a mobile carrier's NAT), and each open widget polls.
+    "DEFAULT_THROTTLE_RATES": {
+        "post": env_rate("RATE_LIMIT_POST", "120/min"),
+        "get": env_rate("RATE_LIMIT_GET", "1200/min"),
+    },
+    "NUM_PROXIES": TRUSTED_PROXIES,
 }
 
 SPECTACULAR_SETTINGS = {

@@ -223,11 +223,19 @@ def response_header(
     )
 
 
+RETRY_AFTER_WHEN = {
+    429: "after a 429, until the client's rate-limit window ends",
+    503: f"after a 503, {RETRY_AFTER_SECONDS}",
+}
+
+
 def retry_after(statuses: list[int]) -> OpenApiParameter:
     return response_header(
         "Retry-After",
         statuses,
-        f"Seconds to wait before retrying ({RETRY_AFTER_SECONDS}).",
+        "Seconds to wait before retrying: "
+        + "; ".join(RETRY_AFTER_WHEN[s] for s in statuses)
+        + ".",
         {"type": "integer", "minimum": 0},
     )
 
@@ -297,6 +305,10 @@ MESSAGE_ID_PATH = OpenApiParameter(
 )
 
 UNAVAILABLE = problem("The database cannot be reached or stays locked; nothing was stored.")
+THROTTLED = problem(
+    "The client's address is over its rate limit for this method (`RATE_LIMIT_POST` or "
+    "`RATE_LIMIT_GET`); nothing was stored."
+)
 WRONG_METHOD = problem("This path does not take the method; `Allow` lists those it does.")
 EXAMPLE_MESSAGE = {
     "id": 1,
@@ -311,7 +323,13 @@ message_create_schema = extend_schema(
     description="The body is a JSON object sent as `application/json` (a `charset` parameter "
     "is fine). The 201 is sent after the message has been committed.",
     request=MessageSerializer,
-    parameters=[IDEMPOTENCY_KEY, LOCATION, IDEMPOTENT_REPLAYED, retry_after([503]), allow([405])],
+    parameters=[
+        IDEMPOTENCY_KEY,
+        LOCATION,
+        IDEMPOTENT_REPLAYED,
+        retry_after([429, 503]),
+        allow([405]),
+    ],
     responses={
         201: OpenApiResponse(MessageSerializer, description="Stored (or replayed)."),
         (400, PROBLEM_CONTENT_TYPE): problem(
@@ -326,6 +344,7 @@ message_create_schema = extend_schema(
         (422, PROBLEM_CONTENT_TYPE): problem(
             "The `Idempotency-Key` was used before in this conversation with a different payload."
         ),
+        (429, PROBLEM_CONTENT_TYPE): THROTTLED,
         (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[
@@ -340,11 +359,12 @@ message_create_schema = extend_schema(
 
 message_retrieve_schema = extend_schema(
     summary="Read one message",
-    parameters=[MESSAGE_ID_PATH, retry_after([503]), allow([405])],
+    parameters=[MESSAGE_ID_PATH, retry_after([429, 503]), allow([405])],
     responses={
         200: OpenApiResponse(MessageSerializer, description="The message, as its 201 showed it."),
         (404, PROBLEM_CONTENT_TYPE): problem("No such message."),
         (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
+        (429, PROBLEM_CONTENT_TYPE): THROTTLED,
         (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[OpenApiExample("A message", value=EXAMPLE_MESSAGE, response_only=True)],
@@ -364,7 +384,7 @@ conversation_retrieve_schema = extend_schema(
         ETAG,
         CACHE_CONTROL,
         LINK,
-        retry_after([503]),
+        retry_after([429, 503]),
         allow([405]),
     ],
     responses={
@@ -375,6 +395,7 @@ conversation_retrieve_schema = extend_schema(
             "`limit` outside its range, `before` or `after` not plain digits, or both at once."
         ),
         (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
+        (429, PROBLEM_CONTENT_TYPE): THROTTLED,
         (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[

@@ -87,7 +87,7 @@ def test_posting_a_message_is_described_with_its_body_headers_and_every_status(s
             "pattern": r"^[\x20-\x7E]{1,255}$",
         }
     }
-    assert sorted(responses) == ["201", "400", "405", "411", "413", "415", "422", "503"]
+    assert sorted(responses) == ["201", "400", "405", "411", "413", "415", "422", "429", "503"]
     assert responses["201"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Message"
     }
@@ -95,9 +95,10 @@ def test_posting_a_message_is_described_with_its_body_headers_and_every_status(s
         "Location": {"type": "string"},
         "Idempotent-Replayed": {"type": "string", "enum": ["true"]},
     }
-    for status in ["400", "405", "411", "413", "415", "422", "503"]:
+    for status in ["400", "405", "411", "413", "415", "422", "429", "503"]:
         assert responses[status]["content"] == PROBLEM, status
-    assert headers(responses["503"]) == {"Retry-After": {"type": "integer", "minimum": 0}}
+    for status in ["429", "503"]:
+        assert headers(responses[status]) == {"Retry-After": {"type": "integer", "minimum": 0}}
     assert headers(responses["405"]) == {"Allow": {"type": "string"}}
 
 
@@ -108,11 +109,11 @@ def test_reading_a_message_is_described_with_every_status(schema):
     assert parameters(operation) == {
         ("path", "id"): {"type": "integer", "format": "int64", "minimum": 0}
     }
-    assert sorted(responses) == ["200", "404", "405", "503"]
+    assert sorted(responses) == ["200", "404", "405", "429", "503"]
     assert responses["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Message"
     }
-    for status in ["404", "405", "503"]:
+    for status in ["404", "405", "429", "503"]:
         assert responses[status]["content"] == PROBLEM, status
 
 
@@ -133,7 +134,7 @@ def test_reading_history_is_described_with_paging_conditional_get_and_every_stat
         ("query", "after"): message_id,
         ("header", "If-None-Match"): {"type": "string"},
     }
-    assert sorted(responses) == ["200", "304", "400", "405", "503"]
+    assert sorted(responses) == ["200", "304", "400", "405", "429", "503"]
     assert responses["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ConversationPage"
     }
@@ -147,7 +148,7 @@ def test_reading_history_is_described_with_paging_conditional_get_and_every_stat
         "ETag": {"type": "string"},
         "Cache-Control": {"type": "string"},
     }
-    for status in ["400", "405", "503"]:
+    for status in ["400", "405", "429", "503"]:
         assert responses[status]["content"] == PROBLEM, status
 
 
