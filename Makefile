@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEV := DJANGO_DEBUG=1
 
-.PHONY: run test lint format superuser schema seed bench soak profile crash crash-quick clean
+.PHONY: run test lint format audit superuser schema seed bench soak profile crash crash-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ crash: $(VENV)/.run-installed
 
 crash-quick: $(VENV)/.run-installed
 	$(BIN)/python bench/crash.py --quick --seed $(SEED)
+
+# Known vulnerabilities in the pinned runtime dependencies (pip-audit asks PyPI).
+audit: $(VENV)/.dev-installed
+	$(BIN)/pip-audit --requirement requirements.txt --progress-spinner off
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -90,6 +90,7 @@ MIDDLEWARE = [
     # Before anything that can answer on its own (the HTTPS redirect, whitenoise),
     # so a preflight gets its CORS headers.
     "corsheaders.middleware.CorsMiddleware",
+    "chatproject.headers.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
