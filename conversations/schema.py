@@ -37,12 +37,23 @@ from .serializers import (
     MessageSerializer,
 )
 
-CONVERSATION_ID_PATTERN = rf"^[A-Za-z0-9._~:@+-]{{1,{CONVERSATION_ID_MAX_LENGTH}}}$"
+# The lookahead says what a character class cannot: "." and ".." alone are not ids.
+CONVERSATION_ID_PATTERN = rf"^(?!\.{{1,2}}$)[A-Za-z0-9._~:@+-]{{1,{CONVERSATION_ID_MAX_LENGTH}}}$"
 CONVERSATION_ID_RULE = (
     f"1 to {CONVERSATION_ID_MAX_LENGTH} of the characters `A-Z a-z 0-9 . _ ~ : @ + -`, "
     "and not `.` or `..` alone."
 )
 IDEMPOTENCY_KEY_PATTERN = rf"^[\x20-\x7E]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$"
+# What str.strip() and str.isspace() take for whitespace, which is what the
+# serializers trim and test for, spelled out so that every regex dialect
+# (ECMA 262, Python, Rust) reads the same set: `\s` differs between them.
+WHITESPACE = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_SPACE = f"[{WHITESPACE}]"
+_SOLID = f"[^\\x00{WHITESPACE}]"
+# A sender: 1 to 150 characters once surrounding whitespace is trimmed, no NUL.
+SENDER_PATTERN = rf"^{_SPACE}*{_SOLID}(?:[^\x00]{{0,{SENDER_MAX_LENGTH - 2}}}{_SOLID})?{_SPACE}*$"
+# A message: not whitespace only, no NUL (its length is maxLength's job).
+MESSAGE_PATTERN = rf"^{_SPACE}*{_SOLID}[^\x00]*$"
 # orjson reads integers up to 64 bits; a larger one is a float, and a 400.
 JSON_INTEGER_MIN = -(2**63)
 JSON_INTEGER_MAX = 2**64 - 1
@@ -121,6 +132,11 @@ class MessageSerializerExtension(OpenApiSerializerExtension):
                 # branch has its own.
                 field_schema.pop("minLength", None)
         if direction == "request":
+            # The rules the serializer adds to a CharField's: trimming, not blank, no NUL.
+            # The sender's limit is on its trimmed length, which the pattern counts.
+            schema["properties"]["sender"].pop("maxLength")
+            schema["properties"]["sender"]["pattern"] = SENDER_PATTERN
+            schema["properties"]["message"]["pattern"] = MESSAGE_PATTERN
             schema["anyOf"] = [
                 {"required": ["conversation_id"]},
                 {"required": ["converstaion_id"]},
@@ -224,11 +240,11 @@ def response_header(
 
 
 def retry_after(statuses: list[int]) -> OpenApiParameter:
+    description = f"Seconds to wait before retrying: {RETRY_AFTER_SECONDS} after a 503"
+    if 429 in statuses:
+        description += "; after a 429, until the client's rate allows another request"
     return response_header(
-        "Retry-After",
-        statuses,
-        f"Seconds to wait before retrying ({RETRY_AFTER_SECONDS}).",
-        {"type": "integer", "minimum": 0},
+        "Retry-After", statuses, f"{description}.", {"type": "integer", "minimum": 0}
     )
 
 
@@ -297,6 +313,10 @@ MESSAGE_ID_PATH = OpenApiParameter(
 )
 
 UNAVAILABLE = problem("The database cannot be reached or stays locked; nothing was stored.")
+TOO_MANY_REQUESTS = problem(
+    "This client has sent more requests than its rate allows (`RATE_LIMIT_POST` for POST, "
+    "`RATE_LIMIT_GET` for GET); `Retry-After` says when to try again."
+)
 WRONG_METHOD = problem("This path does not take the method; `Allow` lists those it does.")
 EXAMPLE_MESSAGE = {
     "id": 1,
@@ -311,7 +331,13 @@ message_create_schema = extend_schema(
     description="The body is a JSON object sent as `application/json` (a `charset` parameter "
     "is fine). The 201 is sent after the message has been committed.",
     request=MessageSerializer,
-    parameters=[IDEMPOTENCY_KEY, LOCATION, IDEMPOTENT_REPLAYED, retry_after([503]), allow([405])],
+    parameters=[
+        IDEMPOTENCY_KEY,
+        LOCATION,
+        IDEMPOTENT_REPLAYED,
+        retry_after([429, 503]),
+        allow([405]),
+    ],
     responses={
         201: OpenApiResponse(MessageSerializer, description="Stored (or replayed)."),
         (400, PROBLEM_CONTENT_TYPE): problem(
@@ -326,6 +352,7 @@ message_create_schema = extend_schema(
         (422, PROBLEM_CONTENT_TYPE): problem(
             "The `Idempotency-Key` was used before in this conversation with a different payload."
         ),
+        (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
         (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[
@@ -340,11 +367,12 @@ message_create_schema = extend_schema(
 
 message_retrieve_schema = extend_schema(
     summary="Read one message",
-    parameters=[MESSAGE_ID_PATH, retry_after([503]), allow([405])],
+    parameters=[MESSAGE_ID_PATH, retry_after([429, 503]), allow([405])],
     responses={
         200: OpenApiResponse(MessageSerializer, description="The message, as its 201 showed it."),
         (404, PROBLEM_CONTENT_TYPE): problem("No such message."),
         (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
+        (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
         (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[OpenApiExample("A message", value=EXAMPLE_MESSAGE, response_only=True)],
@@ -364,7 +392,7 @@ conversation_retrieve_schema = extend_schema(
         ETAG,
         CACHE_CONTROL,
         LINK,
-        retry_after([503]),
+        retry_after([429, 503]),
         allow([405]),
     ],
     responses={
@@ -375,6 +403,7 @@ conversation_retrieve_schema = extend_schema(
             "`limit` outside its range, `before` or `after` not plain digits, or both at once."
         ),
         (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
+        (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
         (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[

@@ -1,0 +1,98 @@
+"""``make fuzz``: schemathesis against the live service, on the database ``DATABASE_URL`` names.
+
+It starts the Procfile's web process (gunicorn) on a fresh, empty database of
+the kind ``DATABASE_URL`` selects (SQLite when unset; on PostgreSQL a new
+database on that server, dropped at the end), loads the schema the service
+serves at ``/api/schema/`` and runs ``st run`` against it: every check, NUL
+bytes allowed in generated strings, the examples, coverage and fuzzing phases,
+a fixed seed. It prints schemathesis's report and exits with its status, so
+any failure (a 5xx, an answer the schema does not describe) fails the run.
+
+``--quick`` is the small budget ``make test`` runs (tests/test_fuzz.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
+# This process only reads the settings to find the database server; the
+# service itself gets tests/live.py's environment.
+os.environ.setdefault("DJANGO_SECRET_KEY", "fuzz-launcher-only")
+
+import django  # noqa: E402
+
+django.setup()
+
+from tests.live import fresh_database, live_server, server_environment  # noqa: E402
+
+CONFIG = PROJECT / "bench" / "schemathesis.toml"
+SEED = 7
+LONG_EXAMPLES = 400
+QUICK_EXAMPLES = 12
+
+
+def schemathesis_command(base_url: str, *, seed: int, max_examples: int) -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "st"),
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{base_url}/api/schema/?format=json",
+        "--url",
+        base_url,
+        "--checks",
+        "all",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--generation-allow-x00",
+        "true",
+        "--seed",
+        str(seed),
+        "--max-examples",
+        str(max_examples),
+        # One worker: with a seed, the run is the same every time.
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--no-color",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--max-examples", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="the small budget of make test")
+    args = parser.parse_args()
+    max_examples = args.max_examples or (QUICK_EXAMPLES if args.quick else LONG_EXAMPLES)
+
+    with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp, fresh_database(Path(tmp)) as url:
+        env = server_environment(url, RATE_LIMIT_POST="off", RATE_LIMIT_GET="off")
+        log = Path(tmp) / "gunicorn.log"
+        kind = url.partition(":")[0]
+        with live_server(env, log) as server:
+            base_url = f"http://{server.host}:{server.port}"
+            command = schemathesis_command(base_url, seed=args.seed, max_examples=max_examples)
+            print(f"== schemathesis on {kind}: {' '.join(command)}", flush=True)
+            # PYTHONPATH: the config's hooks module is bench.fuzz_hooks.
+            st_env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+            run = subprocess.run(command, cwd=tmp, env=st_env, timeout=3600)
+        tracebacks = [line for line in log.read_text().splitlines() if "Traceback" in line]
+        if tracebacks:
+            print(f"== the server logged {len(tracebacks)} tracebacks:\n{log.read_text()}")
+            return run.returncode or 1
+        return run.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
