@@ -73,7 +73,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--max-examples", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="the small budget of make test")
-    args = parser.parse_args()
+    # Anything else goes to `st run` as it is (e.g. --continue-on-failure).
+    args, st_options = parser.parse_known_args()
     max_examples = args.max_examples or (QUICK_EXAMPLES if args.quick else LONG_EXAMPLES)
 
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp, fresh_database(Path(tmp)) as url:
@@ -83,6 +84,7 @@ def main() -> int:
         with live_server(env, log) as server:
             base_url = f"http://{server.host}:{server.port}"
             command = schemathesis_command(base_url, seed=args.seed, max_examples=max_examples)
+            command += st_options
             print(f"== schemathesis on {kind}: {' '.join(command)}", flush=True)
             # PYTHONPATH: the config's hooks module is bench.fuzz_hooks.
             st_env = {**os.environ, "PYTHONPATH": str(PROJECT)}

@@ -402,6 +402,10 @@ conversation_retrieve_schema = extend_schema(
             "A malformed conversation id, or invalid paging parameters (listed in `errors`): "
             "`limit` outside its range, `before` or `after` not plain digits, or both at once."
         ),
+        (404, PROBLEM_CONTENT_TYPE): problem(
+            "No such address: an id with a `/` in it, even encoded as `%2F`, is a path this "
+            "operation does not serve."
+        ),
         (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
         (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
         (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
@@ -425,16 +429,21 @@ healthz_schema = extend_schema(
     summary="Liveness: the process answers",
     description="Touches no database. Not rate limited.",
     tags=["operations"],
-    responses={200: OpenApiResponse(HealthSerializer, description="The process answers.")},
+    parameters=[allow([405])],
+    responses={
+        200: OpenApiResponse(HealthSerializer, description="The process answers."),
+        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
+    },
 )
 
 readyz_schema = extend_schema(
     summary="Readiness: the database answers",
     description="Runs one trivial query. Not rate limited.",
     tags=["operations"],
-    parameters=[retry_after([503])],
+    parameters=[retry_after([503]), allow([405])],
     responses={
         200: OpenApiResponse(ReadinessSerializer, description="The database answers."),
+        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
         (503, PROBLEM_CONTENT_TYPE): problem("The database does not answer."),
     },
 )

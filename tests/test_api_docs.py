@@ -148,7 +148,7 @@ def test_reading_history_is_described_with_paging_conditional_get_and_every_stat
         ("query", "after"): message_id,
         ("header", "If-None-Match"): {"type": "string"},
     }
-    assert sorted(responses) == ["200", "304", "400", "405", "429", "503"]
+    assert sorted(responses) == ["200", "304", "400", "404", "405", "429", "503"]
     assert responses["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ConversationPage"
     }
@@ -162,7 +162,7 @@ def test_reading_history_is_described_with_paging_conditional_get_and_every_stat
         "ETag": {"type": "string"},
         "Cache-Control": {"type": "string"},
     }
-    for status in ["400", "405", "429", "503"]:
+    for status in ["400", "404", "405", "429", "503"]:
         assert responses[status]["content"] == PROBLEM, status
     assert headers(responses["429"]) == RETRY_AFTER
     assert headers(responses["503"]) == RETRY_AFTER
