@@ -4,9 +4,11 @@ It starts the Procfile's web process (gunicorn) on a fresh, empty database of
 the kind ``DATABASE_URL`` selects (SQLite when unset; on PostgreSQL a new
 database on that server, dropped at the end), loads the schema the service
 serves at ``/api/schema/`` and runs ``st run`` against it: every check, NUL
-bytes allowed in generated strings, the examples, coverage and fuzzing phases,
-a fixed seed. It prints schemathesis's report and exits with its status, so
-any failure (a 5xx, an answer the schema does not describe) fails the run.
+bytes allowed in generated strings, the examples, coverage, fuzzing and
+stateful phases, a fixed seed. It prints schemathesis's report, then the
+server's answers by status (from its request log), and exits with
+schemathesis's status, so any failure (a 5xx, an answer the schema does not
+describe) fails the run; so does a traceback in the server's log.
 
 ``--quick`` is the small budget ``make test`` runs (tests/test_fuzz.py).
 """
@@ -14,10 +16,12 @@ any failure (a 5xx, an answer the schema does not describe) fails the run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -52,7 +56,7 @@ def schemathesis_command(base_url: str, *, seed: int, max_examples: int) -> list
         "--checks",
         "all",
         "--phases",
-        "examples,coverage,fuzzing",
+        "examples,coverage,fuzzing,stateful",
         "--generation-allow-x00",
         "true",
         "--seed",
@@ -66,6 +70,17 @@ def schemathesis_command(base_url: str, *, seed: int, max_examples: int) -> list
         "none",
         "--no-color",
     ]
+
+
+def answers_by_status(log: str) -> Counter:
+    """The status of every request in the server's log (one JSON line each)."""
+    statuses: Counter = Counter()
+    for line in log.splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("logger") == "chatproject.requests":
+                statuses[entry["status"]] += 1
+    return statuses
 
 
 def main() -> int:
@@ -89,9 +104,14 @@ def main() -> int:
             # PYTHONPATH: the config's hooks module is bench.fuzz_hooks.
             st_env = {**os.environ, "PYTHONPATH": str(PROJECT)}
             run = subprocess.run(command, cwd=tmp, env=st_env, timeout=3600)
-        tracebacks = [line for line in log.read_text().splitlines() if "Traceback" in line]
-        if tracebacks:
-            print(f"== the server logged {len(tracebacks)} tracebacks:\n{log.read_text()}")
+        output = log.read_text()
+        statuses = answers_by_status(output)
+        print(
+            f"== the server's answers by status: {sum(statuses.values())} in all, "
+            + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items()))
+        )
+        if "Traceback" in output:
+            print(f"== the server logged a traceback:\n{output}")
             return run.returncode or 1
         return run.returncode
 
