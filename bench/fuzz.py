@@ -75,7 +75,8 @@ def schemathesis_command(base_url: str, *, seed: int, max_examples: int) -> list
 def answers_by_status(log: str) -> Counter:
     """The status of every request in the server's log (one JSON line each)."""
     statuses: Counter = Counter()
-    for line in log.splitlines():
+    # Not splitlines(): a logged path or query may hold U+2028, U+0085 and the like.
+    for line in log.split("\n"):
         if line.startswith("{"):
             entry = json.loads(line)
             if entry.get("logger") == "chatproject.requests":
@@ -104,7 +105,7 @@ def main() -> int:
             # PYTHONPATH: the config's hooks module is bench.fuzz_hooks.
             st_env = {**os.environ, "PYTHONPATH": str(PROJECT)}
             run = subprocess.run(command, cwd=tmp, env=st_env, timeout=3600)
-        output = log.read_text()
+        output = log.read_text(encoding="utf-8")
         statuses = answers_by_status(output)
         print(
             f"== the server's answers by status: {sum(statuses.values())} in all, "
