@@ -66,6 +66,7 @@ def schemathesis_command(base_url: str, *, seed: int, max_examples: int) -> list
         # One worker: with a seed, the run is the same every time.
         "--workers",
         "1",
+        # No example database: each run draws from its seed alone, not from earlier runs.
         "--generation-database",
         "none",
         "--no-color",

@@ -2,7 +2,7 @@
 
 The views stay thin by taking their ``extend_schema`` from here. The limits
 come from the same constants the serializers enforce, so the schema cannot
-drift from the checks; tests/test_api_schema.py holds the two together.
+drift from the checks; tests/test_api_docs.py holds the two together.
 """
 
 from __future__ import annotations
