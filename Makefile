@@ -1,13 +1,14 @@
 # make run: a development server on http://127.0.0.1:8000 with SQLite.
 # make test: the whole suite (SQLite by default; set DATABASE_URL for PostgreSQL).
 # make crash: the crash test (SEED=7 DURATION=60); make crash-quick: its ~10 s variant.
+# make fuzz: schemathesis against gunicorn (SEED=7 EXAMPLES=400; DATABASE_URL picks the database).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEV := DJANGO_DEBUG=1
 
-.PHONY: run test lint format audit superuser schema seed bench soak profile crash crash-quick clean
+.PHONY: run test lint format audit superuser schema seed bench soak profile crash crash-quick fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +72,13 @@ crash-quick: $(VENV)/.run-installed
 # Known vulnerabilities in the pinned runtime dependencies (pip-audit asks PyPI).
 audit: $(VENV)/.dev-installed
 	$(BIN)/pip-audit --requirement requirements.txt --progress-spinner off
+
+EXAMPLES ?= 400
+
+# schemathesis, every check, on a fresh database of DATABASE_URL's kind (SQLite when unset);
+# tests/test_fuzz.py runs its --quick variant in make test.
+fuzz: $(VENV)/.dev-installed
+	$(BIN)/python bench/fuzz.py --seed $(SEED) --max-examples $(EXAMPLES)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

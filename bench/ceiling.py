@@ -40,13 +40,15 @@ STATE = """
     SELECT message_count, first_message_id, last_message_id
     FROM conversations_conversation WHERE id = %s
 """
+# Bounded by the conversation's newest id, read with its counters, as the
+# service does: a range scan that starts at the page, whatever the length.
 NEWEST = """
     SELECT id, sender, message, created FROM conversations_message
-    WHERE conversation_id = %s ORDER BY id DESC LIMIT %s
+    WHERE conversation_id = %s AND id <= %s ORDER BY id DESC LIMIT %s
 """
 AFTER = """
     SELECT id, sender, message, created FROM conversations_message
-    WHERE conversation_id = %s AND id > %s ORDER BY id LIMIT %s
+    WHERE conversation_id = %s AND id > %s AND id <= %s ORDER BY id LIMIT %s
 """
 
 
@@ -122,9 +124,9 @@ def get_conversation(environ, start_response, conversation_id: str) -> list[byte
     if count == 0 or (after is not None and after >= last_id):
         rows = []
     elif after is not None:
-        rows = conn.execute(AFTER, (conversation_id, after, limit)).fetchall()
+        rows = conn.execute(AFTER, (conversation_id, after, last_id, limit)).fetchall()
     else:
-        rows = conn.execute(NEWEST, (conversation_id, limit)).fetchall()[::-1]
+        rows = conn.execute(NEWEST, (conversation_id, last_id, limit)).fetchall()[::-1]
     messages = [
         {"id": r[0], "sender": r[1], "message": r[2], "created": created_text(r[3])} for r in rows
     ]

@@ -2,7 +2,7 @@
 
 The views stay thin by taking their ``extend_schema`` from here. The limits
 come from the same constants the serializers enforce, so the schema cannot
-drift from the checks; tests/test_api_schema.py holds the two together.
+drift from the checks; tests/test_api_docs.py holds the two together.
 """
 
 from __future__ import annotations
@@ -37,12 +37,23 @@ from .serializers import (
     MessageSerializer,
 )
 
-CONVERSATION_ID_PATTERN = rf"^[A-Za-z0-9._~:@+-]{{1,{CONVERSATION_ID_MAX_LENGTH}}}$"
+# The lookahead says what a character class cannot: "." and ".." alone are not ids.
+CONVERSATION_ID_PATTERN = rf"^(?!\.{{1,2}}$)[A-Za-z0-9._~:@+-]{{1,{CONVERSATION_ID_MAX_LENGTH}}}$"
 CONVERSATION_ID_RULE = (
     f"1 to {CONVERSATION_ID_MAX_LENGTH} of the characters `A-Z a-z 0-9 . _ ~ : @ + -`, "
     "and not `.` or `..` alone."
 )
 IDEMPOTENCY_KEY_PATTERN = rf"^[\x20-\x7E]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$"
+# What str.strip() and str.isspace() take for whitespace, which is what the
+# serializers trim and test for, spelled out so that every regex dialect
+# (ECMA 262, Python, Rust) reads the same set: `\s` differs between them.
+WHITESPACE = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_SPACE = f"[{WHITESPACE}]"
+_SOLID = f"[^\\x00{WHITESPACE}]"
+# A sender: 1 to 150 characters once surrounding whitespace is trimmed, no NUL.
+SENDER_PATTERN = rf"^{_SPACE}*{_SOLID}(?:[^\x00]{{0,{SENDER_MAX_LENGTH - 2}}}{_SOLID})?{_SPACE}*$"
+# A message: not whitespace only, no NUL (its length is maxLength's job).
+MESSAGE_PATTERN = rf"^{_SPACE}*{_SOLID}[^\x00]*$"
 # orjson reads integers up to 64 bits; a larger one is a float, and a 400.
 JSON_INTEGER_MIN = -(2**63)
 JSON_INTEGER_MAX = 2**64 - 1
@@ -121,6 +132,11 @@ class MessageSerializerExtension(OpenApiSerializerExtension):
                 # branch has its own.
                 field_schema.pop("minLength", None)
         if direction == "request":
+            # The rules the serializer adds to a CharField's: trimming, not blank, no NUL.
+            # The sender's limit is on its trimmed length, which the pattern counts.
+            schema["properties"]["sender"].pop("maxLength")
+            schema["properties"]["sender"]["pattern"] = SENDER_PATTERN
+            schema["properties"]["message"]["pattern"] = MESSAGE_PATTERN
             schema["anyOf"] = [
                 {"required": ["conversation_id"]},
                 {"required": ["converstaion_id"]},
@@ -223,20 +239,12 @@ def response_header(
     )
 
 
-RETRY_AFTER_WHEN = {
-    429: "after a 429, until the client's rate-limit window ends",
-    503: f"after a 503, {RETRY_AFTER_SECONDS}",
-}
-
-
 def retry_after(statuses: list[int]) -> OpenApiParameter:
+    description = f"Seconds to wait before retrying: {RETRY_AFTER_SECONDS} after a 503"
+    if 429 in statuses:
+        description += "; after a 429, until the client's rate allows another request"
     return response_header(
-        "Retry-After",
-        statuses,
-        "Seconds to wait before retrying: "
-        + "; ".join(RETRY_AFTER_WHEN[s] for s in statuses)
-        + ".",
-        {"type": "integer", "minimum": 0},
+        "Retry-After", statuses, f"{description}.", {"type": "integer", "minimum": 0}
     )
 
 
@@ -304,10 +312,13 @@ MESSAGE_ID_PATH = OpenApiParameter(
     description="A message id.",
 )
 
-UNAVAILABLE = problem("The database cannot be reached or stays locked; nothing was stored.")
-THROTTLED = problem(
-    "The client's address is over its rate limit for this method (`RATE_LIMIT_POST` or "
-    "`RATE_LIMIT_GET`); nothing was stored."
+UNAVAILABLE = problem(
+    "The database cannot be reached or stays locked. Nothing was stored, unless the database "
+    "failed during the commit: retry with the same `Idempotency-Key`."
+)
+TOO_MANY_REQUESTS = problem(
+    "This client has sent more requests than its rate allows (`RATE_LIMIT_POST` for POST, "
+    "`RATE_LIMIT_GET` for GET); `Retry-After` says when to try again."
 )
 WRONG_METHOD = problem("This path does not take the method; `Allow` lists those it does.")
 EXAMPLE_MESSAGE = {
@@ -344,7 +355,7 @@ message_create_schema = extend_schema(
         (422, PROBLEM_CONTENT_TYPE): problem(
             "The `Idempotency-Key` was used before in this conversation with a different payload."
         ),
-        (429, PROBLEM_CONTENT_TYPE): THROTTLED,
+        (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
         (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[
@@ -364,7 +375,7 @@ message_retrieve_schema = extend_schema(
         200: OpenApiResponse(MessageSerializer, description="The message, as its 201 showed it."),
         (404, PROBLEM_CONTENT_TYPE): problem("No such message."),
         (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
-        (429, PROBLEM_CONTENT_TYPE): THROTTLED,
+        (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
         (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[OpenApiExample("A message", value=EXAMPLE_MESSAGE, response_only=True)],
@@ -394,8 +405,12 @@ conversation_retrieve_schema = extend_schema(
             "A malformed conversation id, or invalid paging parameters (listed in `errors`): "
             "`limit` outside its range, `before` or `after` not plain digits, or both at once."
         ),
+        (404, PROBLEM_CONTENT_TYPE): problem(
+            "No such address: an id with a `/` in it, even encoded as `%2F`, is a path this "
+            "operation does not serve."
+        ),
         (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
-        (429, PROBLEM_CONTENT_TYPE): THROTTLED,
+        (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
         (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[
@@ -417,16 +432,21 @@ healthz_schema = extend_schema(
     summary="Liveness: the process answers",
     description="Touches no database. Not rate limited.",
     tags=["operations"],
-    responses={200: OpenApiResponse(HealthSerializer, description="The process answers.")},
+    parameters=[allow([405])],
+    responses={
+        200: OpenApiResponse(HealthSerializer, description="The process answers."),
+        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
+    },
 )
 
 readyz_schema = extend_schema(
     summary="Readiness: the database answers",
     description="Runs one trivial query. Not rate limited.",
     tags=["operations"],
-    parameters=[retry_after([503])],
+    parameters=[retry_after([503]), allow([405])],
     responses={
         200: OpenApiResponse(ReadinessSerializer, description="The database answers."),
+        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
         (503, PROBLEM_CONTENT_TYPE): problem("The database does not answer."),
     },
 )

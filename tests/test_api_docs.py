@@ -10,13 +10,19 @@ from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from rest_framework.exceptions import ValidationError
 
-from conversations.schema import CONVERSATION_ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
-from conversations.serializers import ConversationIdField
+from conversations.schema import (
+    CONVERSATION_ID_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    MESSAGE_PATTERN,
+    SENDER_PATTERN,
+)
+from conversations.serializers import ConversationIdField, MessageSerializer
 
 pytestmark = pytest.mark.django_db
 
 COMMITTED_SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+RETRY_AFTER = {"Retry-After": {"type": "integer", "minimum": 0}}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +45,12 @@ def without_descriptions(value):
     if isinstance(value, list):
         return [without_descriptions(v) for v in value]
     return value
+
+
+def matches(pattern: str, value: str) -> bool:
+    """A pattern as JSON Schema reads it (ECMA 262): `$` is the end of the text, where
+    Python's `$` also matches before a final newline."""
+    return re.search(pattern.replace("$", r"\Z"), value) is not None
 
 
 def parameters(operation: dict) -> dict:
@@ -97,8 +109,8 @@ def test_posting_a_message_is_described_with_its_body_headers_and_every_status(s
     }
     for status in ["400", "405", "411", "413", "415", "422", "429", "503"]:
         assert responses[status]["content"] == PROBLEM, status
-    for status in ["429", "503"]:
-        assert headers(responses[status]) == {"Retry-After": {"type": "integer", "minimum": 0}}
+    assert headers(responses["429"]) == RETRY_AFTER
+    assert headers(responses["503"]) == RETRY_AFTER
     assert headers(responses["405"]) == {"Allow": {"type": "string"}}
 
 
@@ -115,6 +127,8 @@ def test_reading_a_message_is_described_with_every_status(schema):
     }
     for status in ["404", "405", "429", "503"]:
         assert responses[status]["content"] == PROBLEM, status
+    assert headers(responses["429"]) == RETRY_AFTER
+    assert headers(responses["503"]) == RETRY_AFTER
 
 
 def test_reading_history_is_described_with_paging_conditional_get_and_every_status(schema):
@@ -127,14 +141,14 @@ def test_reading_history_is_described_with_paging_conditional_get_and_every_stat
             "type": "string",
             "minLength": 1,
             "maxLength": 100,
-            "pattern": "^[A-Za-z0-9._~:@+-]{1,100}$",
+            "pattern": r"^(?!\.{1,2}$)[A-Za-z0-9._~:@+-]{1,100}$",
         },
         ("query", "limit"): {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
         ("query", "before"): message_id,
         ("query", "after"): message_id,
         ("header", "If-None-Match"): {"type": "string"},
     }
-    assert sorted(responses) == ["200", "304", "400", "405", "429", "503"]
+    assert sorted(responses) == ["200", "304", "400", "404", "405", "429", "503"]
     assert responses["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ConversationPage"
     }
@@ -148,8 +162,10 @@ def test_reading_history_is_described_with_paging_conditional_get_and_every_stat
         "ETag": {"type": "string"},
         "Cache-Control": {"type": "string"},
     }
-    for status in ["400", "405", "429", "503"]:
+    for status in ["400", "404", "405", "429", "503"]:
         assert responses[status]["content"] == PROBLEM, status
+    assert headers(responses["429"]) == RETRY_AFTER
+    assert headers(responses["503"]) == RETRY_AFTER
 
 
 def test_a_message_as_sent_has_every_field_with_its_limits(schema):
@@ -157,7 +173,7 @@ def test_a_message_as_sent_has_every_field_with_its_limits(schema):
         "type": "string",
         "minLength": 1,
         "maxLength": 100,
-        "pattern": "^[A-Za-z0-9._~:@+-]{1,100}$",
+        "pattern": r"^(?!\.{1,2}$)[A-Za-z0-9._~:@+-]{1,100}$",
     }
     string_or_integer = {
         "oneOf": [
@@ -171,8 +187,14 @@ def test_a_message_as_sent_has_every_field_with_its_limits(schema):
         "properties": {
             "conversation_id": string_or_integer,
             "converstaion_id": {**string_or_integer, "writeOnly": True},
-            "sender": {"type": "string", "minLength": 1, "maxLength": 150},
-            "message": {"type": "string", "minLength": 1, "maxLength": 10000},
+            # The sender's 150 is counted after trimming: its pattern says so.
+            "sender": {"type": "string", "minLength": 1, "pattern": SENDER_PATTERN},
+            "message": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 10000,
+                "pattern": MESSAGE_PATTERN,
+            },
         },
         "required": ["message", "sender"],
         "anyOf": [{"required": ["conversation_id"]}, {"required": ["converstaion_id"]}],
@@ -185,7 +207,7 @@ def test_a_message_as_returned_and_a_history_page_are_described_field_by_field(s
         "type": "string",
         "minLength": 1,
         "maxLength": 100,
-        "pattern": "^[A-Za-z0-9._~:@+-]{1,100}$",
+        "pattern": r"^(?!\.{1,2}$)[A-Za-z0-9._~:@+-]{1,100}$",
     }
 
     assert components["Message"] == {
@@ -240,17 +262,41 @@ def test_errors_are_one_problem_component(schema):
 
 @pytest.mark.parametrize(
     "conversation_id",
-    ["1234", "a" * 100, "a" * 101, "", "no spaces", "a/b", "é", "x\u0000", "A-z.0_9~:@+-", "..."],
+    [
+        *["1234", "a" * 100, "a" * 101, "", "no spaces", "a/b", "é", "x\u0000", "A-z.0_9~:@+-"],
+        *[".", "..", "...", ".a", "..\n", "1234\n"],
+    ],
 )
 def test_the_documented_id_pattern_accepts_what_the_api_accepts(conversation_id):
-    # The one exception, said in the field's description: "." and ".." alone.
     try:
         ConversationIdField().run_validation(conversation_id)
         accepted = True
     except ValidationError:
         accepted = False
 
-    assert bool(re.search(CONVERSATION_ID_PATTERN, conversation_id)) == accepted
+    assert matches(CONVERSATION_ID_PATTERN, conversation_id) == accepted
+
+
+TEXT_CASES = [
+    *["hi", " hi ", "a" * 150, f" {'a' * 150}\n", "a" * 151, f"a{' ' * 149}a", f"a{' ' * 150}a"],
+    *["", " ", "\t\n", "\u3000\u2028", "\x1c", "\ufeff", "\u200b", "a\u0000", "\u0000"],
+    *["\x85x\xa0", "tea\n", "a" * 10_000, f"{'a' * 10_000}\n", " " * 9_999 + "a"],
+]
+
+
+@pytest.mark.parametrize("text", TEXT_CASES, ids=range(len(TEXT_CASES)))
+def test_the_documented_sender_and_message_rules_accept_what_the_api_accepts(schema, text):
+    request = schema["components"]["schemas"]["MessageRequest"]["properties"]
+    for field in ["sender", "message"]:
+        rules = request[field]
+        serializer = MessageSerializer(
+            data={"conversation_id": "1234", "sender": "anson", "message": "hi", field: text}
+        )
+        serializer.is_valid()
+        documented = rules["minLength"] <= len(text) <= rules.get("maxLength", len(text))
+        documented = documented and matches(rules["pattern"], text)
+
+        assert documented == (field not in serializer.errors), field
 
 
 def test_the_documented_idempotency_key_is_printable_ascii():
