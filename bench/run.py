@@ -55,14 +55,15 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def worker_pids(self) -> list[int]:
-        master = self.process.pid
-        out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True)
-        gunicorn_master = [int(p) for p in out.stdout.split()] or [master]
-        pids = []
-        for pid in gunicorn_master + [master]:
+        """gunicorn's workers: the leaves of the process tree under the started command."""
+        children: dict[int, list[int]] = {}
+        pending = [self.process.pid]
+        while pending:
+            pid = pending.pop()
             out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-            pids += [int(p) for p in out.stdout.split()]
-        return sorted(set(pids))
+            children[pid] = [int(child) for child in out.stdout.split()]
+            pending += children[pid]
+        return sorted(pid for pid, below in children.items() if not below)
 
 
 def log(message: str) -> None:
