@@ -33,7 +33,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,10 @@ from urllib.parse import urlsplit
 import psycopg
 
 PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from tests.live import free_port, procfile_command  # noqa: E402
+
 HOST = "127.0.0.1"
 DATABASE = "chat"
 WEB_CONCURRENCY = 2
@@ -111,12 +114,6 @@ def postgres_unavailable() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 class Postgres:
     """A PostgreSQL instance of our own in ``root``, on 127.0.0.1 only."""
 
@@ -177,14 +174,6 @@ class Postgres:
 
 
 # -- gunicorn --------------------------------------------------------------
-
-
-def procfile_command(process: str) -> str:
-    for line in (PROJECT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == process:
-            return command.strip()
-    raise LookupError(f"no {process!r} process in the Procfile")
 
 
 def children(pid: int) -> list[int]:

@@ -30,6 +30,10 @@ from pathlib import Path
 import psycopg
 
 PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from tests.live import free_port, procfile_command  # noqa: E402
+
 BENCH = PROJECT / "bench"
 RESULTS = BENCH / "results"
 SERVER = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -70,12 +74,6 @@ def log(message: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def ensure_wrk() -> str:
     found = shutil.which("wrk")
     if found:
@@ -113,14 +111,6 @@ def environment(port: int) -> dict[str, str]:
         PYTHONPATH=str(PROJECT),
     )
     return env
-
-
-def procfile(process: str) -> str:
-    for line in (PROJECT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == process:
-            return command.strip()
-    raise LookupError(process)
 
 
 FILL = f"""
@@ -170,7 +160,11 @@ def prepare_database() -> None:
     """A fresh database, migrated by the Procfile's release command, then filled."""
     recreate_database()
     migrate = subprocess.run(
-        procfile("release"), shell=True, cwd=PROJECT, env=environment(0), capture_output=True
+        procfile_command("release"),
+        shell=True,
+        cwd=PROJECT,
+        env=environment(0),
+        capture_output=True,
     )
     if migrate.returncode:
         sys.exit(migrate.stderr.decode())
@@ -477,7 +471,7 @@ def main() -> None:
         prepare_database()
     config = "--config gunicorn.conf.py"
     servers = [
-        Server("service", procfile("web")),
+        Server("service", procfile_command("web")),
         Server("ceiling", f"gunicorn bench.ceiling:app {config}"),
     ]
     sampler = ConnectionSampler(servers)

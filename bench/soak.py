@@ -60,7 +60,7 @@ def main() -> None:
         ).fetchone()
     if not exists:
         bench.prepare_database()
-    server = bench.Server("service", bench.procfile("web"))
+    server = bench.Server("service", bench.procfile_command("web"))
     sampler = bench.ConnectionSampler([server])
     try:
         bench.start(server)

@@ -27,8 +27,9 @@ class ConversationState:
     @property
     def etag(self) -> str:
         # Messages are only ever added, with ids that grow: a page's content
-        # can change only if the count or the newest id does. The counters are
-        # read before the page, so a tag is never newer than the page it labels.
+        # can change only if the count or the newest id does. Pages are read
+        # up to the newest id these counters name, so the tag labels exactly
+        # the page it is sent with.
         return f'"m{self.message_count}.{self.last_message_id}"'
 
     def matches(self, if_none_match: str) -> bool:
