@@ -1,15 +1,19 @@
-"""Content-Security-Policy for what the service itself renders.
+"""Security headers on every response, whichever layer produced it.
 
-Django's SecurityMiddleware and XFrameOptionsMiddleware already send
-``X-Content-Type-Options: nosniff``, ``Referrer-Policy`` and
-``X-Frame-Options: DENY`` on every response; Django 5.2 has no CSP of its
-own, and a policy is a single header, so this sets it rather than a library.
+Django's SecurityMiddleware and XFrameOptionsMiddleware send
+``X-Content-Type-Options``, ``Referrer-Policy`` and ``X-Frame-Options``, but
+only on responses that pass through them: a CORS preflight answered by
+django-cors-headers and a static file served by whitenoise do not. This
+middleware sits outside both and fills in whatever is missing, with the same
+settings. Django 5.2 has no Content-Security-Policy of its own, and a policy
+is a single header, so it sets that too rather than adding a library.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
 # API answers are data, never a document: nothing in them may load, run,
@@ -22,13 +26,18 @@ DEMO_PAGE_POLICY = (
     "img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 
+# Swagger UI's page (url name) has an inline style block.
+UNPOLICED_PAGES = {"api-docs"}
 
-class ContentSecurityPolicyMiddleware:
-    """Sends API_POLICY on every answer that is not an HTML page, DEMO_PAGE_POLICY on the demo.
 
-    The admin and Swagger UI are left without one: Django's admin and the
-    Swagger UI page use inline scripts and styles that a strict policy would
-    block, and both are pages staff or developers open on purpose.
+class SecurityHeadersMiddleware:
+    """nosniff, Referrer-Policy and X-Frame-Options on every response, and a CSP.
+
+    DEMO_PAGE_POLICY goes on the demo page and API_POLICY on everything else
+    (API answers, preflights, redirects, static files) except the admin and
+    Swagger UI, which get no policy: Django's admin and the Swagger UI page use
+    inline scripts and styles that a strict policy would block, and both are
+    pages staff or developers open on purpose.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
@@ -36,11 +45,16 @@ class ContentSecurityPolicyMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         response = self.get_response(request)
-        if "Content-Security-Policy" in response:
-            return response
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", settings.SECURE_REFERRER_POLICY)
+        if not getattr(response, "xframe_options_exempt", False):
+            headers.setdefault("X-Frame-Options", settings.X_FRAME_OPTIONS)
         match = getattr(request, "resolver_match", None)
-        if match is not None and match.url_name == "demo":
-            response["Content-Security-Policy"] = DEMO_PAGE_POLICY
-        elif not response.get("Content-Type", "").startswith("text/html"):
-            response["Content-Security-Policy"] = API_POLICY
+        name = match.url_name if match else None
+        if "Content-Security-Policy" in headers or name in UNPOLICED_PAGES:
+            return response
+        if match and "admin" in match.namespaces:
+            return response
+        headers["Content-Security-Policy"] = DEMO_PAGE_POLICY if name == "demo" else API_POLICY
         return response

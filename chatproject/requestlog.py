@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponseBase
 
+from conversations.throttles import client_ip
+
 logger = logging.getLogger("chatproject.requests")
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -55,7 +57,7 @@ class RequestLogMiddleware:
                 "status": response.status_code,
                 "duration_ms": duration_ms,
                 "request_id": request.request_id,
-                "client": request.META.get("REMOTE_ADDR", ""),
+                "client": client_ip(request),
             },
         )
         return response

@@ -87,10 +87,12 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost, so its log line times and sees every answer, redirects included.
     "chatproject.requestlog.RequestLogMiddleware",
-    # Before anything that can answer on its own (the HTTPS redirect, whitenoise),
-    # so a preflight gets its CORS headers.
+    # Outside everything that can answer on its own (CORS preflights,
+    # whitenoise's static files), so every response gets its security headers.
+    "chatproject.headers.SecurityHeadersMiddleware",
+    # Before anything else that can answer on its own (the HTTPS redirect,
+    # whitenoise), so a preflight gets its CORS headers.
     "corsheaders.middleware.CorsMiddleware",
-    "chatproject.headers.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

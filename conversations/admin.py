@@ -6,6 +6,8 @@ shows them and changes nothing, so counters and ETags stay true.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import admin
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
@@ -148,10 +150,10 @@ class ConversationAdmin(ReadOnlyAdmin):
         return format_html(
             "<table><thead><tr><th>Created</th><th>Sender</th><th>Message</th></tr></thead>"
             "<tbody>{}</tbody></table>"
-            '<p><a href="{}?conversation__id__exact={}">All {} messages in this conversation</a></p>',
+            '<p><a href="{}?{}">All {} messages in this conversation</a></p>',
             rows,
             all_messages,
-            conversation.id,
+            urlencode({"conversation__id__exact": conversation.id}),
             conversation.message_count,
         )
 

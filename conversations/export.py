@@ -70,7 +70,7 @@ def as_csv(conversation: Conversation) -> Iterator[str]:
         writer.writerows(
             [
                 row["id"],
-                conversation.pk,
+                _spreadsheet_safe(conversation.pk),
                 _spreadsheet_safe(row["sender"]),
                 _spreadsheet_safe(row["message"]),
                 row["created"],

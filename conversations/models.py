@@ -61,7 +61,9 @@ class Conversation(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=GreaterThanOrEqual(Length("id"), 1), name="conversation_id_not_empty"
+                condition=models.Q(GreaterThanOrEqual(Length("id"), 1))
+                & models.Q(LessThanOrEqual(Length("id"), CONVERSATION_ID_MAX_LENGTH)),
+                name="conversation_id_length_in_range",
             ),
         ]
 
@@ -160,7 +162,9 @@ class Message(models.Model):
                 name="message_idempotency_key_unique",
             ),
             models.CheckConstraint(
-                condition=GreaterThanOrEqual(Length("sender"), 1), name="message_sender_not_empty"
+                condition=models.Q(GreaterThanOrEqual(Length("sender"), 1))
+                & models.Q(LessThanOrEqual(Length("sender"), SENDER_MAX_LENGTH)),
+                name="message_sender_length_in_range",
             ),
             models.CheckConstraint(
                 condition=models.Q(GreaterThanOrEqual(Length("message"), 1))

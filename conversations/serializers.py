@@ -158,20 +158,21 @@ def page_request(conversation_id: str, query: Mapping[str, str]) -> PageRequest:
     if id_errors:
         errors["conversation_id"] = id_errors
     numbers: dict[str, int] = {}
-    for name, low, high in [
-        ("limit", 1, PAGE_LIMIT_MAX),
-        ("before", 0, MAX_MESSAGE_ID),
-        ("after", 0, MAX_MESSAGE_ID),
-    ]:
+    for name in ("limit", "before", "after"):
         raw = query.get(name)
         if raw is None:
             continue
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
+        if not (raw.isascii() and raw.isdigit()):
             errors[name] = ["A valid integer is required."]
-        elif int(raw) < low:
-            errors[name] = [f"Ensure this value is greater than or equal to {low}."]
-        elif int(raw) > high:
-            errors[name] = [f"Ensure this value is less than or equal to {high}."]
+        elif name != "limit":
+            # Any whole number is a bound. Ids are 64-bit, so a larger one
+            # reads as the largest id (and Python will not even convert a
+            # string of over 4,300 digits).
+            numbers[name] = min(int(raw), MAX_MESSAGE_ID) if len(raw) <= 19 else MAX_MESSAGE_ID
+        elif len(raw) > 4 or int(raw) > PAGE_LIMIT_MAX:
+            errors[name] = [f"Ensure this value is less than or equal to {PAGE_LIMIT_MAX}."]
+        elif int(raw) < 1:
+            errors[name] = ["Ensure this value is greater than or equal to 1."]
         else:
             numbers[name] = int(raw)
     if "before" in query and "after" in query:

@@ -21,7 +21,9 @@ from .services import IdempotencyKeyReused, message_create
 
 
 class MessageViewSet(viewsets.ViewSet):
-    lookup_value_regex = "[0-9]+"
+    # Longer ids cannot exist (ids are 64-bit) and are a 404 by not matching:
+    # Python refuses to convert a string of over 4,300 digits at all.
+    lookup_value_regex = "[0-9]{1,19}"
 
     @message_create_schema
     def create(self, request: Request) -> Response:

@@ -1,5 +1,8 @@
 """The admin: a fast, read-only view of stored chats for staff."""
 
+import html
+import re
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
@@ -183,3 +186,13 @@ def test_createsuperuser_makes_an_account_that_can_log_in(client, monkeypatch):
     assert login.status_code == 302
     assert login["Location"] == "/admin/"
     assert client.get("/admin/conversations/conversation/").status_code == 200
+
+
+def test_the_link_to_all_messages_works_for_ids_with_reserved_characters(staff_client):
+    message_create(conversation_id="team:a+b@x", sender="s", message="found me")
+    page = staff_client.get("/admin/conversations/conversation/team:a+b@x/change/")
+    link = re.search(r'href="(/admin/conversations/message/\?[^"]+)"', page.content.decode())
+
+    listed = staff_client.get(html.unescape(link.group(1)))
+
+    assert [m.message for m in listed.context["cl"].result_list] == ["found me"]

@@ -150,6 +150,14 @@ def test_before_and_after_need_no_such_message_to_exist(api):
     assert ids(api.get(f"/conversations/c?after={2**63 - 1}")) == []
 
 
+@pytest.mark.parametrize("huge", [str(2**63), "9" * 30, "9" * 5000])
+def test_bounds_past_the_largest_possible_id_read_as_the_largest(api, huge):
+    all_ids = post_many("c", 3)
+
+    assert ids(api.get(f"/conversations/c?before={huge}")) == all_ids
+    assert ids(api.get(f"/conversations/c?after={huge}")) == []
+
+
 def test_following_next_from_the_start_visits_every_message_once(api):
     all_ids = post_many("c", 7)
     seen, url = [], "/conversations/c?after=0&limit=3"
@@ -213,9 +221,8 @@ def test_a_single_page_conversation_has_no_link_header(api):
         ("before=-1", "before"),
         ("before=x", "before"),
         ("before=1e3", "before"),
-        (f"before={2**63}", "before"),
         ("after=-5", "after"),
-        ("after=99999999999999999999999", "after"),
+        ("limit=" + "9" * 5000, "limit"),
     ],
 )
 def test_bad_paging_parameters_are_a_400(api, query, field):
@@ -354,7 +361,12 @@ def test_posting_costs_three_statements_in_one_transaction(api, existing):
 
 
 def test_an_unknown_message_is_a_404_problem(api):
-    for path in ["/messages/123456/", f"/messages/{2**63}/", f"/messages/{10**30}"]:
+    for path in [
+        "/messages/123456/",
+        f"/messages/{2**63}/",
+        f"/messages/{10**30}",
+        "/messages/" + "1" * 5000 + "/",
+    ]:
         response = api.get(path)
         assert response.status_code == 404
         assert response["Content-Type"] == "application/problem+json"

@@ -62,6 +62,9 @@ def test_admin_pages_get_their_css_from_whitenoise_with_debug_off(server):
         css = server.request("GET", href)
         assert css.status == 200
         assert css.headers["Content-Type"].startswith("text/css")
+        # whitenoise answers before Django's own header middleware runs.
+        assert css.headers["X-Content-Type-Options"] == "nosniff"
+        assert css.headers["X-Frame-Options"] == "DENY"
 
 
 def test_concurrent_writers_under_gunicorn_all_succeed_in_order(server):
