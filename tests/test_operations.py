@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from chatproject.health import Healthz, Readyz
 from tests.conftest import message
 from tests.live import fresh_database, live_server, manage, server_environment
 
@@ -73,11 +72,6 @@ def test_with_the_database_unreachable_readyz_is_a_503_and_healthz_still_answers
     }
     assert healthy.status_code == 200
     assert healthy.json() == {"status": "ok"}
-
-
-def test_probes_are_never_throttled():
-    assert Healthz().get_throttles() == []
-    assert Readyz().get_throttles() == []
 
 
 def test_probes_over_plain_http_are_not_redirected_to_https(client, settings):

@@ -387,3 +387,12 @@ def test_under_gunicorn_with_redis_the_limit_is_shared_by_its_workers(database_u
     assert refused.json()["status"] == 429
     assert elsewhere.status == 201
     assert reads == [200] * 5
+
+
+def test_health_probes_are_never_throttled(client, limits):
+    limits(post="1/day", get="1/day")
+
+    assert client.get("/conversations/1234").status_code == 200
+    assert client.get("/conversations/1234").status_code == 429
+    for path in ["/healthz", "/readyz", "/healthz", "/readyz"]:
+        assert client.get(path).status_code == 200
