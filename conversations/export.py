@@ -14,7 +14,6 @@ from collections.abc import Iterator
 import orjson
 
 from .models import Conversation, Message
-from .serializers import render_created
 
 EXPORT_BATCH_SIZE = 2000
 CSV_COLUMNS = ["id", "conversation_id", "sender", "message", "created"]
@@ -38,8 +37,6 @@ def message_batches(conversation: Conversation) -> Iterator[list[dict]]:
         )
         if not batch:
             return
-        for row in batch:
-            row["created"] = render_created(row["created"])
         yield batch
         after = batch[-1]["id"]
 

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from django.db import connection, models
 from django.db.models.functions import Length
 from django.db.models.lookups import GreaterThanOrEqual, LessThanOrEqual
@@ -12,9 +10,15 @@ MESSAGE_MAX_LENGTH = 10_000
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
 
-def as_utc(value: datetime) -> datetime:
-    """A timestamp read with plain SQL: SQLite's driver returns it without a zone."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+# ``created`` as the API renders it (``2018-01-17T04:50:14.883Z``: UTC,
+# milliseconds, a ``Z``), computed by the database. A page then reads four
+# plain values per message: no timestamp object is built and formatted in
+# Python for each row, which was most of a 100-message page's cost.
+CREATED_AS_TEXT = {
+    "postgresql": """to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')""",
+    # Django stores UTC text; SQLite's %f is seconds with three decimals.
+    "sqlite": "strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', created)",
+}
 
 
 class ConversationManager(models.Manager):
@@ -90,7 +94,8 @@ class MessageManager(models.Manager):
         newer than the counters its ETag and links were made from.
         """
         table = connection.ops.quote_name(self.model._meta.db_table)
-        select = f"SELECT id, sender, message, created FROM {table} WHERE conversation_id = %s"
+        created = CREATED_AS_TEXT[connection.vendor]
+        select = f"SELECT id, sender, message, {created} FROM {table} WHERE conversation_id = %s"
         if after is not None:
             sql = f"{select} AND id > %s AND id <= %s ORDER BY id LIMIT %s"
             return sql, [conversation_id, after, newest, limit]
@@ -106,7 +111,7 @@ class MessageManager(models.Manager):
         before: int | None = None,
         after: int | None = None,
     ) -> list[dict]:
-        """One page of a conversation's messages, oldest first, as dicts.
+        """One page of a conversation's messages, oldest first, as the API renders them.
 
         ``after`` reads forward from an id; otherwise the newest ``limit``
         messages (older than ``before``, if given) are read backwards and
@@ -122,7 +127,7 @@ class MessageManager(models.Manager):
         if after is None:
             rows.reverse()
         return [
-            {"id": id, "sender": sender, "message": message, "created": as_utc(created)}
+            {"id": id, "sender": sender, "message": message, "created": created}
             for id, sender, message, created in rows
         ]
 

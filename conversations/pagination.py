@@ -9,7 +9,7 @@ from django.utils.http import parse_etags
 from rest_framework.request import Request
 
 from .models import Conversation, Message
-from .serializers import PAGE_LIMIT_DEFAULT, render_created
+from .serializers import PAGE_LIMIT_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,9 @@ def history_page(
     )
     if nothing_there:
         return []
-    rows = Message.objects.page(
+    return Message.objects.page(
         conversation_id, limit=limit, newest=state.last_message_id, before=before, after=after
     )
-    for row in rows:
-        row["created"] = render_created(row["created"])
-    return rows
 
 
 def page_links(
