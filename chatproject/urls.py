@@ -3,13 +3,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.negotiation import DefaultContentNegotiation
 
+from .adminonly import ADMIN_PATH
 from .health import Healthz, Readyz
 
 urlpatterns = [
     # The API first: Django tries patterns in order, and nearly every request
     # is a POST /messages/ or a GET /conversations/<id>.
     path("", include("conversations.urls")),
-    path("admin/", admin.site.urls),
+    path(ADMIN_PATH, admin.site.urls),
     # The schema in YAML, or JSON with ?format=json or Accept: application/json
     # (the API's JSON-only negotiation would always pick YAML).
     path(

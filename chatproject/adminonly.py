@@ -1,0 +1,42 @@
+"""Middleware that only the admin needs, kept off every other request.
+
+Sessions, authentication and flash messages serve the admin's logins and
+pages alone: the API authenticates nobody, and the demo page and the API docs
+keep no state. These subclasses of Django's own run as Django's do under the
+admin's path and hand every other request straight on, so the API's hot
+paths do not pay for them (a session store, a lazy user and a message
+storage built and torn down per request).
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthentication
+from django.contrib.messages.middleware import MessageMiddleware as DjangoMessages
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessions
+from django.http import HttpRequest, HttpResponseBase
+
+# Where chatproject/urls.py mounts the admin.
+ADMIN_PATH = "admin/"
+
+
+def is_admin_request(request: HttpRequest) -> bool:
+    return request.path_info.startswith(f"/{ADMIN_PATH}")
+
+
+class AdminOnly:
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if is_admin_request(request):
+            return super().__call__(request)
+        return self.get_response(request)
+
+
+class SessionMiddleware(AdminOnly, DjangoSessions):
+    pass
+
+
+class AuthenticationMiddleware(AdminOnly, DjangoAuthentication):
+    pass
+
+
+class MessageMiddleware(AdminOnly, DjangoMessages):
+    pass
