@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from .models import Conversation, Message
@@ -25,13 +26,7 @@ def _now_to_the_millisecond() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def _execute(sql: str, params: list) -> tuple | None:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone() if cursor.description else None
-
-
-def _conversation_create_or_lock(conversation_id: str) -> None:
+def _conversation_create_or_lock(cursor: CursorWrapper, conversation_id: str) -> None:
     """Create the conversation, or count one more message in it, in one statement.
 
     On PostgreSQL the upsert holds the conversation's row lock until commit,
@@ -43,21 +38,21 @@ def _conversation_create_or_lock(conversation_id: str) -> None:
     IMMEDIATE transaction already serialises all writers.
     """
     table = connection.ops.quote_name(Conversation._meta.db_table)
-    _execute(
+    cursor.execute(
         f"INSERT INTO {table} (id, message_count) VALUES (%s, 1) "
         f"ON CONFLICT (id) DO UPDATE SET message_count = {table}.message_count + 1",
         [conversation_id],
     )
 
 
-def _message_insert(message: Message) -> int | None:
+def _message_insert(cursor: CursorWrapper, message: Message) -> int | None:
     """Insert the message and return its id, or None if its key is already stored.
 
     Under the conversation's lock no other writer can be storing the same
     key, so a conflict here always means a committed earlier request.
     """
     table = connection.ops.quote_name(Message._meta.db_table)
-    row = _execute(
+    cursor.execute(
         f"INSERT INTO {table} (conversation_id, sender, message, created, idempotency_key) "
         "VALUES (%s, %s, %s, %s, %s) "
         "ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
@@ -70,14 +65,15 @@ def _message_insert(message: Message) -> int | None:
             message.idempotency_key,
         ],
     )
+    row = cursor.fetchone()
     return row[0] if row else None
 
 
-def _conversation_record(message: Message) -> None:
+def _conversation_record(cursor: CursorWrapper, message: Message) -> None:
     """Point the conversation's counters at its new newest message."""
     table = connection.ops.quote_name(Conversation._meta.db_table)
     created = connection.ops.adapt_datetimefield_value(message.created)
-    _execute(
+    cursor.execute(
         f"UPDATE {table} SET last_message_id = %s, last_message_at = %s, "
         "first_message_id = COALESCE(first_message_id, %s), "
         "first_message_at = COALESCE(first_message_at, %s) WHERE id = %s",
@@ -108,13 +104,13 @@ def message_create(
         idempotency_key=idempotency_key,
     )
     try:
-        with transaction.atomic():
-            _conversation_create_or_lock(conversation_id)
+        with transaction.atomic(), connection.cursor() as cursor:
+            _conversation_create_or_lock(cursor, conversation_id)
             new.created = _now_to_the_millisecond()
-            new.id = _message_insert(new)
+            new.id = _message_insert(cursor, new)
             if new.id is None:
                 raise _AlreadyStored
-            _conversation_record(new)
+            _conversation_record(cursor, new)
     except _AlreadyStored:
         stored = Message.objects.get(
             conversation_id=conversation_id, idempotency_key=idempotency_key
