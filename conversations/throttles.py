@@ -53,14 +53,14 @@ def count_hit(store: BaseCache, key: str, window_seconds: int) -> int:
         pipe.expire(key, window_seconds)
         count, _ = pipe.execute()
         return count
-    if store.add(key, 1, window_seconds):
-        return 1
     try:
+        # Every request but a window's first finds its counter: one call.
         return store.incr(key)
     except ValueError:
-        # The window expired between the two calls.
-        store.set(key, 1, window_seconds)
-        return 1
+        if store.add(key, 1, window_seconds):
+            return 1
+        # Another thread of this worker started the window first.
+        return store.incr(key)
 
 
 class ClientRateThrottle(SimpleRateThrottle):
