@@ -13,7 +13,7 @@ from .parsers import json_object
 from .schema import conversation_retrieve_schema, message_create_schema, message_retrieve_schema
 from .serializers import (
     IDEMPOTENCY_KEY_HEADER,
-    MessageSerializer,
+    message_input,
     message_representation,
     page_request,
 )
@@ -27,13 +27,9 @@ class MessageViewSet(viewsets.ViewSet):
 
     @message_create_schema
     def create(self, request: Request) -> Response:
-        serializer = MessageSerializer(
-            data=json_object(request),
-            context={"idempotency_key": request.headers.get(IDEMPOTENCY_KEY_HEADER)},
-        )
-        serializer.is_valid(raise_exception=True)
+        fields = message_input(json_object(request), request.headers.get(IDEMPOTENCY_KEY_HEADER))
         try:
-            message, replayed = message_create(**serializer.validated_data)
+            message, replayed = message_create(**fields)
         except IdempotencyKeyReused as reused:
             raise IdempotencyConflict() from reused
         headers = {
