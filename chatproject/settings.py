@@ -133,6 +133,9 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend with a cheaper test of a reused connection
+    # (chatproject/postgresql/base.py): no SELECT 1 before each request.
+    DATABASES["default"]["ENGINE"] = "chatproject.postgresql"
     # Server-side parameters let psycopg prepare each statement after its
     # fifth use on a connection: the hot queries are then planned once per
     # connection instead of once per request. Safe with persistent

@@ -1,0 +1,86 @@
+"""Persistent connections: each is tested before a request reuses it, without a round trip."""
+
+import time
+
+import psycopg
+import pytest
+from django.db import connection, connections
+
+from tests.conftest import postgresql_only
+from tests.live import fresh_database, live_server, server_environment
+
+pytestmark = postgresql_only("the test of a reused connection is PostgreSQL's backend's own")
+
+
+def server_connection() -> psycopg.Connection:
+    settings = connection.settings_dict
+    return psycopg.connect(
+        dbname="postgres",
+        host=settings["HOST"] or "127.0.0.1",
+        port=settings["PORT"] or 5432,
+        user=settings["USER"] or "postgres",
+        password=settings["PASSWORD"] or None,
+        autocommit=True,
+    )
+
+
+@pytest.fixture
+def own_connection(db):
+    """A connection of the service's own backend, outside the test's transaction."""
+    wrapper = connections.create_connection("default")
+    wrapper.ensure_connection()
+    yield wrapper
+    wrapper.close()
+
+
+def last_query(pid: int) -> str:
+    with server_connection() as admin:
+        return admin.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[
+            0
+        ]
+
+
+def test_a_healthy_connection_passes_without_a_query_to_the_server(own_connection):
+    with own_connection.cursor() as cursor:
+        cursor.execute("SELECT 'the last query'")
+    pid = own_connection.connection.info.backend_pid
+
+    assert own_connection.is_usable()
+    assert own_connection.is_usable()
+    assert last_query(pid) == "SELECT 'the last query'"
+
+
+def test_a_connection_the_server_ended_fails_the_test(own_connection):
+    pid = own_connection.connection.info.backend_pid
+    with server_connection() as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s, 5000)", [pid]).fetchone()[0]
+
+    assert not own_connection.is_usable()
+
+
+@pytest.fixture(scope="module")
+def database_url(tmp_path_factory, django_db_blocker):
+    with django_db_blocker.unblock(), fresh_database(tmp_path_factory.mktemp("db")) as url:
+        yield url
+
+
+def test_after_the_server_ends_every_connection_the_next_requests_are_answered(
+    database_url, tmp_path
+):
+    # Without the test each worker thread's first request would fail on its
+    # dead connection (a 503), however healthy the server is again.
+    name = database_url.rsplit("/", 1)[1]
+    with live_server(server_environment(database_url), tmp_path / "gunicorn.log") as server:
+        for n in range(16):
+            server.request("GET", f"/conversations/warm-{n}")
+        with server_connection() as admin:
+            ended = admin.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) "
+                "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            ).fetchone()[0]
+        time.sleep(0.2)
+        answers = [server.request("GET", f"/conversations/after-{n}").status for n in range(32)]
+
+    assert ended >= 2
+    assert answers == [200] * 32
