@@ -16,7 +16,9 @@ IDEMPOTENCY_KEY_MAX_LENGTH = 255
 # Python for each row, which was most of a 100-message page's cost.
 CREATED_AS_TEXT = {
     "postgresql": """to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')""",
-    # Django stores UTC text; SQLite's %f is seconds with three decimals.
+    # Django stores UTC text; SQLite's %f is seconds with three decimals
+    # (rounded, where to_char truncates: the same for the whole milliseconds
+    # message_create stores).
     "sqlite": "strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', created)",
 }
 

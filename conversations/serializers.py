@@ -77,6 +77,10 @@ SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 def conversation_id_value(data: Any) -> str:
     """A conversation id from a JSON body: a string, or an integer as its decimal text."""
+    if data is None:
+        raise serializers.ValidationError(NULL)
+    if data == "":
+        raise serializers.ValidationError(BLANK)
     if isinstance(data, bool) or not isinstance(data, str | int):
         raise serializers.ValidationError(NOT_STRING_OR_INTEGER)
     value = str(data)
@@ -87,11 +91,15 @@ def conversation_id_value(data: Any) -> str:
 
 
 def text_value(data: Any, *, max_length: int, trim: bool) -> str:
-    """A JSON string (stripped if ``trim``), checked as DRF's CharField checks it.
+    """A JSON string (stripped if ``trim``), checked in the order DRF's CharField checks it.
 
     A number or a boolean is an error, not text: a client that sends one
     for a name has a bug it should hear about.
     """
+    if data is None:
+        raise serializers.ValidationError(NULL)
+    if data == "" or (trim and isinstance(data, str) and not data.strip()):
+        raise serializers.ValidationError(BLANK)
     if not isinstance(data, str):
         raise serializers.ValidationError(NOT_A_STRING)
     value = data.strip() if trim else data
@@ -136,21 +144,25 @@ class MessageSerializer(serializers.Serializer):
     created = serializers.DateTimeField(read_only=True)
 
 
-def _sender(data: Any) -> str:
+def sender_value(data: Any) -> str:
     return text_value(data, max_length=SENDER_MAX_LENGTH, trim=True)
 
 
-def _message(data: Any) -> str:
-    return text_value(data, max_length=MESSAGE_MAX_LENGTH, trim=False)
+def message_value(data: Any) -> str:
+    """Stored exactly as sent, but not whitespace only (checked once the rest passed)."""
+    value = text_value(data, max_length=MESSAGE_MAX_LENGTH, trim=False)
+    if not value.strip():
+        raise serializers.ValidationError(BLANK)
+    return value
 
 
-# A POST body's fields as (name, required, trimmed, reader), in the order
-# MessageSerializer declares them, which is the order their errors are listed.
+# A POST body's fields, whether each is required, and how each is read: in
+# MessageSerializer's order, which is the order their errors are listed in.
 MESSAGE_FIELDS = [
-    ("conversation_id", False, False, conversation_id_value),
-    ("converstaion_id", False, False, conversation_id_value),
-    ("sender", True, True, _sender),
-    ("message", True, False, _message),
+    ("conversation_id", False, conversation_id_value),
+    ("converstaion_id", False, conversation_id_value),
+    ("sender", True, sender_value),
+    ("message", True, message_value),
 ]
 
 
@@ -164,23 +176,15 @@ def message_input(data: Mapping[str, Any], idempotency_key: str | None) -> dict[
     """
     errors: dict[str, list[str]] = {}
     values: dict[str, str] = {}
-    for name, required, trimmed, read in MESSAGE_FIELDS:
+    for name, required, read in MESSAGE_FIELDS:
         if name not in data:
             if required:
                 errors[name] = [REQUIRED]
             continue
-        raw = data[name]
-        if raw is None:
-            errors[name] = [NULL]
-        elif raw == "" or (trimmed and isinstance(raw, str) and not raw.strip()):
-            errors[name] = [BLANK]
-        else:
-            try:
-                values[name] = read(raw)
-            except serializers.ValidationError as error:
-                errors[name] = [str(message) for message in error.detail]
-    if "message" in values and not values["message"].strip():
-        errors["message"] = [BLANK]
+        try:
+            values[name] = read(data[name])
+        except serializers.ValidationError as error:
+            errors[name] = [str(message) for message in error.detail]
     if errors:
         raise serializers.ValidationError(errors)
 

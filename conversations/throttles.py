@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 import time
+from contextlib import suppress
 
 from django.core.cache import cache
 from django.core.cache.backends.base import BaseCache
@@ -53,14 +54,18 @@ def count_hit(store: BaseCache, key: str, window_seconds: int) -> int:
         pipe.expire(key, window_seconds)
         count, _ = pipe.execute()
         return count
-    try:
+    with suppress(ValueError):
         # Every request but a window's first finds its counter: one call.
         return store.incr(key)
-    except ValueError:
-        if store.add(key, 1, window_seconds):
-            return 1
-        # Another thread of this worker started the window first.
+    if store.add(key, 1, window_seconds):
+        return 1
+    try:
+        # Another thread of this worker started the window a moment ago.
         return store.incr(key)
+    except ValueError:
+        # And the window ended since.
+        store.set(key, 1, window_seconds)
+        return 1
 
 
 class ClientRateThrottle(SimpleRateThrottle):

@@ -50,6 +50,14 @@ def test_a_healthy_connection_passes_without_a_query_to_the_server(own_connectio
     assert last_query(pid) == "SELECT 'the last query'"
 
 
+def test_after_a_database_error_the_full_test_runs(own_connection):
+    own_connection.errors_occurred = True
+    pid = own_connection.connection.info.backend_pid
+
+    assert own_connection.is_usable()
+    assert last_query(pid) == "SELECT 1"
+
+
 def test_a_connection_the_server_ended_fails_the_test(own_connection):
     pid = own_connection.connection.info.backend_pid
     with server_connection() as admin:

@@ -16,7 +16,10 @@ NUL = "Null characters are not allowed."
 SURROGATE = "Surrogate characters are not allowed: U+D800."
 
 
-def assert_rejected(response, field: str, messages: list[str]) -> None:
+def assert_rejected(
+    response, field: str, messages: list[str], also: dict[str, list[str]] | None = None
+) -> None:
+    errors = {field: messages, **(also or {})}
     assert response.status_code == 400
     assert response["Content-Type"] == "application/problem+json"
     body = response.json()
@@ -24,9 +27,10 @@ def assert_rejected(response, field: str, messages: list[str]) -> None:
         "type": "about:blank",
         "title": "Bad Request",
         "status": 400,
-        "detail": f"{field}: {' '.join(messages)}",
-        "errors": {field: messages},
+        "detail": "; ".join(f"{name}: {' '.join(texts)}" for name, texts in errors.items()),
+        "errors": errors,
     }
+    assert list(body["errors"]) == list(errors)
     assert not Message.objects.exists()
     assert not Conversation.objects.exists()
 
@@ -149,3 +153,36 @@ def test_an_invalid_alias_is_rejected_even_beside_a_valid_id(api):
     payload = {**message(conversation_id="1234"), "converstaion_id": True}
 
     assert_rejected(api.post(payload), "converstaion_id", [NOT_STRING_OR_INT])
+
+
+def test_every_bad_field_is_named_in_the_order_of_the_fields(api):
+    response = api.post({"conversation_id": "a b", "sender": None, "message": 7})
+
+    assert_rejected(
+        response,
+        "conversation_id",
+        [BAD_ID],
+        also={"sender": ["This field may not be null."], "message": [NOT_A_STRING]},
+    )
+
+
+def test_a_field_can_break_two_rules_at_once(api):
+    assert_rejected(
+        api.post(message(sender="\u0000" * 151)),
+        "sender",
+        ["Ensure this field has no more than 150 characters.", NUL],
+    )
+
+
+def test_a_too_long_message_of_only_whitespace_is_too_long_first(api):
+    assert_rejected(
+        api.post(message(text=" " * 10_001)),
+        "message",
+        ["Ensure this field has no more than 10000 characters."],
+    )
+
+
+def test_rules_between_fields_wait_until_every_field_is_valid(api):
+    payload = {"converstaion_id": "5678", "conversation_id": "1234", "sender": "", "message": "m"}
+
+    assert_rejected(api.post(payload, HTTP_IDEMPOTENCY_KEY="caf\u00e9"), "sender", [BLANK])

@@ -10,22 +10,31 @@ ended the session (a restart, a crash, ``pg_terminate_backend``, an idle
 timeout) sent its last message and closed the socket, which makes the socket
 readable. Only then does it run Django's full test, which also copes with
 anything else the server may have sent in between.
+
+What it cannot see, no more than a query could before its own timeout, is a
+server that vanished without closing the socket (a host lost with no reset):
+the request that finds it out gets the API's ``503`` and Django drops the
+connection.
 """
 
 from __future__ import annotations
 
 import select
 
-import psycopg
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLDatabaseWrapper
+from psycopg.pq import TransactionStatus
 
 
 class DatabaseWrapper(PostgreSQLDatabaseWrapper):
     def is_usable(self) -> bool:
-        if self.connection is None or self.connection.closed:
+        connection = self.connection
+        if connection is None or connection.closed:
             return False
-        try:
-            readable, _, _ = select.select([self.connection.fileno()], [], [], 0)
-        except (OSError, ValueError, psycopg.Error):
-            return False
-        return not readable or super().is_usable()
+        # After a database error (Django asks again then) or outside an idle
+        # session, only the full test can tell.
+        if self.errors_occurred or connection.info.transaction_status != TransactionStatus.IDLE:
+            return super().is_usable()
+        # poll(), unlike select(), takes any file descriptor number.
+        poller = select.poll()
+        poller.register(connection.fileno(), select.POLLIN)
+        return not poller.poll(0) or super().is_usable()
