@@ -153,6 +153,8 @@ def fill() -> None:
             conn.execute(FILL_SIZE.format(n=n))
         conn.execute(COUNTERS)
         conn.execute("VACUUM ANALYZE")
+        # Write the fill's pages out now, not in a checkpoint during the first runs.
+        conn.execute("CHECKPOINT")
         total = conn.execute("SELECT count(*) FROM conversations_message").fetchone()[0]
     log(f"filled {total:,} messages in {time.monotonic() - started:.0f} s")
 
@@ -375,7 +377,8 @@ def measure(args, wrk: str, servers: list[Server]) -> dict:
 
     The sizes are one group whose runs take turns (10, 10,000, 1,000,000,
     then again), so that the cost-growth ratio compares runs made minutes
-    apart at most, not a quiet spell with a busy one.
+    apart at most, not a quiet spell with a busy one. The servers take turns
+    going first, so that neither always meets what the other left behind.
     """
     results: dict = {}
     groups = [[(name, args.connections)] for name in SCENARIOS]
@@ -386,7 +389,8 @@ def measure(args, wrk: str, servers: list[Server]) -> dict:
     seconds = args.duration
     for group in filter(None, groups):
         for run in range(args.runs):
-            for (name, connections), server in product(group, servers):
+            order = servers if run % 2 == 0 else servers[::-1]
+            for (name, connections), server in product(group, order):
                 script = scenario_script(name)
                 run_wrk(wrk, server, script, args.warmup, connections)
                 result = run_wrk(wrk, server, script, seconds, connections)
