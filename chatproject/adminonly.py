@@ -24,6 +24,8 @@ def is_admin_request(request: HttpRequest) -> bool:
 
 
 class AdminOnly:
+    """Put first among the bases: it decides whether Django's middleware runs at all."""
+
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if is_admin_request(request):
             return super().__call__(request)
