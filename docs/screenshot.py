@@ -3,7 +3,7 @@
 Run from the project root with the dev tools installed (``make test`` installs
 them) and Chromium present (``bin/install-chromium``)::
 
-    .venv/bin/python docs/screenshot.py
+    .venv/bin/python -m docs.screenshot
 
 It serves the Procfile's gunicorn on a throw-away SQLite database, posts a
 short conversation through the API, and photographs one side of it.
@@ -20,9 +20,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-from tests.browser import launch_chromium, missing_chromium  # noqa: E402
 from tests.live import live_server, manage, server_environment  # noqa: E402
+
+from harness.browser import launch_chromium, missing_chromium  # noqa: E402
 
 OUTPUT = PROJECT / "docs" / "demo.png"
 CONVERSATION = "tea-room"

@@ -5,7 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.live import fresh_database, live_server, manage, server_environment
+from harness.databases import fresh_database
+from harness.processes import live_server, manage, server_environment
 
 WRITERS = 8
 POSTS_EACH = 10

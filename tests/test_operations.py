@@ -6,8 +6,9 @@ import re
 
 import pytest
 
+from harness.databases import fresh_database
+from harness.processes import live_server, manage, server_environment
 from tests.conftest import message
-from tests.live import fresh_database, live_server, manage, server_environment
 
 pytestmark = pytest.mark.django_db
 

@@ -18,8 +18,9 @@ import redis
 from django.core.cache import cache
 
 from conversations.models import Message
+from harness.databases import fresh_database
+from harness.processes import PROJECT, free_port, live_server, server_environment
 from tests.conftest import message
-from tests.live import PROJECT, free_port, fresh_database, live_server, server_environment
 
 pytestmark = pytest.mark.django_db
 
