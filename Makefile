@@ -1,7 +1,8 @@
 # make run: a development server on http://127.0.0.1:8000 with SQLite.
 # make test: the whole suite (SQLite by default; set DATABASE_URL for PostgreSQL).
-# make crash: the crash test (SEED=7 DURATION=60); make crash-quick: its ~10 s variant.
-# make fuzz: schemathesis against gunicorn (SEED=7 EXAMPLES=400; DATABASE_URL picks the database).
+# make crash: the crash test (SEED=7 DURATION=60); make crash-quick: its ~10 s variant (docs/crash-test.md).
+# make fuzz: schemathesis against gunicorn (SEED=7 EXAMPLES=400; DATABASE_URL picks the database;
+# docs/fuzzing.md).
 
 PYTHON ?= python3
 VENV := .venv
@@ -50,7 +51,7 @@ test: $(VENV)/.dev-installed
 	$(BIN)/pytest
 
 # The benchmark and the soak run need PostgreSQL on 127.0.0.1:5432 (user postgres) and wrk
-# (installed from Debian's packages if missing); see the README's Performance section.
+# (installed from Debian's packages if missing); see docs/performance.md.
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.run
 
