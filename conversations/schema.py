@@ -21,41 +21,42 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
+from . import rules
 from .errors import PROBLEM_CONTENT_TYPE, RETRY_AFTER_SECONDS
-from .models import (
+from .parsers import MAX_BODY_BYTES
+from .rules import (
+    CONVERSATION_ID_DESCRIPTION,
     CONVERSATION_ID_MAX_LENGTH,
     IDEMPOTENCY_KEY_MAX_LENGTH,
     MESSAGE_MAX_LENGTH,
-    SENDER_MAX_LENGTH,
-)
-from .parsers import MAX_BODY_BYTES
-from .serializers import (
     PAGE_LIMIT_DEFAULT,
     PAGE_LIMIT_MAX,
-    ConversationIdField,
-    MessageSerializer,
+    SENDER_MAX_LENGTH,
 )
 
-# The lookahead says what a character class cannot: "." and ".." alone are not ids.
-CONVERSATION_ID_PATTERN = rf"^(?!\.{{1,2}}$)[A-Za-z0-9._~:@+-]{{1,{CONVERSATION_ID_MAX_LENGTH}}}$"
-CONVERSATION_ID_RULE = (
-    f"1 to {CONVERSATION_ID_MAX_LENGTH} of the characters `A-Z a-z 0-9 . _ ~ : @ + -`, "
-    "and not `.` or `..` alone."
-)
-IDEMPOTENCY_KEY_PATTERN = rf"^[\x20-\x7E]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$"
-# What str.strip() and str.isspace() take for whitespace, which is what the
-# serializers trim and test for, spelled out so that every regex dialect
-# (ECMA 262, Python, Rust) reads the same set: `\s` differs between them.
-WHITESPACE = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_SPACE = f"[{WHITESPACE}]"
-_SOLID = f"[^\\x00{WHITESPACE}]"
-# A sender: 1 to 150 characters once surrounding whitespace is trimmed, no NUL.
-SENDER_PATTERN = rf"^{_SPACE}*{_SOLID}(?:[^\x00]{{0,{SENDER_MAX_LENGTH - 2}}}{_SOLID})?{_SPACE}*$"
-# A message: not whitespace only, no NUL (its length is maxLength's job).
-MESSAGE_PATTERN = rf"^{_SPACE}*{_SOLID}[^\x00]*$"
-# orjson reads integers up to 64 bits; a larger one is a float, and a 400.
-JSON_INTEGER_MIN = -(2**63)
-JSON_INTEGER_MAX = 2**64 - 1
+
+class ConversationIdField(serializers.CharField):
+    """A conversation id: read as a JSON string or integer, written as a string."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=CONVERSATION_ID_MAX_LENGTH, trim_whitespace=False, **kwargs)
+
+
+class MessageSerializer(serializers.Serializer):
+    """A message as the API accepts and returns it, for the OpenAPI schema only.
+
+    ``converstaion_id`` is the misspelling in this API's first published
+    example; clients built from it keep working. ``inputs.message_input``
+    applies these rules to a request and ``representations`` writes the
+    answer; MessageSerializerExtension below adds what a field cannot say.
+    """
+
+    id = serializers.IntegerField(read_only=True)
+    conversation_id = ConversationIdField(required=False)
+    converstaion_id = ConversationIdField(required=False, write_only=True)
+    sender = serializers.CharField(max_length=SENDER_MAX_LENGTH)
+    message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH, trim_whitespace=False)
+    created = serializers.DateTimeField(read_only=True)
 
 
 def conversation_id_text_schema() -> dict[str, Any]:
@@ -63,30 +64,30 @@ def conversation_id_text_schema() -> dict[str, Any]:
         "type": "string",
         "minLength": 1,
         "maxLength": CONVERSATION_ID_MAX_LENGTH,
-        "pattern": CONVERSATION_ID_PATTERN,
+        "pattern": rules.CONVERSATION_ID_PATTERN,
     }
 
 
 class ConversationIdFieldExtension(OpenApiSerializerFieldExtension):
     """A conversation id is read as a string or an integer, and always written as a string."""
 
-    target_class = "conversations.serializers.ConversationIdField"
+    target_class = ConversationIdField
 
     def map_serializer_field(self, auto_schema, direction: str) -> dict[str, Any]:
         text = conversation_id_text_schema()
         if direction == "response":
-            return {**text, "description": CONVERSATION_ID_RULE}
+            return {**text, "description": CONVERSATION_ID_DESCRIPTION}
         return {
             "oneOf": [
                 text,
                 {
                     "type": "integer",
-                    "minimum": JSON_INTEGER_MIN,
-                    "maximum": JSON_INTEGER_MAX,
+                    "minimum": rules.JSON_INTEGER_MIN,
+                    "maximum": rules.JSON_INTEGER_MAX,
                     "description": "Stored as its decimal text.",
                 },
             ],
-            "description": f"A JSON string, or a JSON integer. {CONVERSATION_ID_RULE}",
+            "description": f"A JSON string, or a JSON integer. {CONVERSATION_ID_DESCRIPTION}",
         }
 
 
@@ -94,7 +95,7 @@ MESSAGE_FIELD_DESCRIPTIONS = {
     "id": "Assigned by the server; within a conversation, ids grow in commit order.",
     "conversation_id": (
         "The conversation the message belongs to; it exists from its first message. "
-        f"{CONVERSATION_ID_RULE}"
+        f"{CONVERSATION_ID_DESCRIPTION}"
     ),
     "converstaion_id": (
         "The misspelling in this API's first published example, accepted when "
@@ -118,7 +119,7 @@ MESSAGE_FIELD_DESCRIPTIONS = {
 class MessageSerializerExtension(OpenApiSerializerExtension):
     """Adds each field's rule, and that one of the two spellings of the id is required."""
 
-    target_class = "conversations.serializers.MessageSerializer"
+    target_class = MessageSerializer
 
     def map_serializer(self, auto_schema, direction: str) -> dict[str, Any]:
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
@@ -134,8 +135,8 @@ class MessageSerializerExtension(OpenApiSerializerExtension):
             # The rules the serializer adds to a CharField's: trimming, not blank, no NUL.
             # The sender's limit is on its trimmed length, which the pattern counts.
             schema["properties"]["sender"].pop("maxLength")
-            schema["properties"]["sender"]["pattern"] = SENDER_PATTERN
-            schema["properties"]["message"]["pattern"] = MESSAGE_PATTERN
+            schema["properties"]["sender"]["pattern"] = rules.SENDER_PATTERN
+            schema["properties"]["message"]["pattern"] = rules.MESSAGE_PATTERN
             schema["anyOf"] = [
                 {"required": ["conversation_id"]},
                 {"required": ["converstaion_id"]},
@@ -211,11 +212,12 @@ IDEMPOTENCY_KEY = OpenApiParameter(
         "type": "string",
         "minLength": 1,
         "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
-        "pattern": IDEMPOTENCY_KEY_PATTERN,
+        "pattern": rules.IDEMPOTENCY_KEY_PATTERN,
     },
     OpenApiParameter.HEADER,
     description=(
-        "Makes a retry safe: 1 to 255 printable ASCII characters, scoped to the conversation. "
+        f"Makes a retry safe: 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters, "
+        "scoped to the conversation. "
         "A retry with the same key and payload answers the original 201 (with "
         "`Idempotent-Replayed: true`) and stores nothing; the same key with a different "
         "payload is a 422."
@@ -302,7 +304,7 @@ CONVERSATION_ID_PATH = OpenApiParameter(
     "conversation_id",
     conversation_id_text_schema(),
     OpenApiParameter.PATH,
-    description=CONVERSATION_ID_RULE + " A malformed id is a 400; an id with no messages is "
+    description=CONVERSATION_ID_DESCRIPTION + " A malformed id is a 400; an id with no messages is "
     "an empty conversation.",
 )
 MESSAGE_ID_PATH = OpenApiParameter(
