@@ -29,7 +29,7 @@ class Readyz(APIView):
     """Readiness: the database answers a trivial query.
 
     When it does not, the OperationalError becomes the API's ``503``
-    problem+json with ``Retry-After`` (conversations.errors).
+    problem+json with ``Retry-After`` (api.errors).
     """
 
     throttle_classes: list = []

@@ -21,9 +21,10 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
+from api.errors import PROBLEM_CONTENT_TYPE, RETRY_AFTER_SECONDS
+from api.parsers import MAX_BODY_BYTES
+
 from . import rules
-from .errors import PROBLEM_CONTENT_TYPE, RETRY_AFTER_SECONDS
-from .parsers import MAX_BODY_BYTES
 from .rules import (
     CONVERSATION_ID_DESCRIPTION,
     CONVERSATION_ID_MAX_LENGTH,

@@ -6,15 +6,15 @@ from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .errors import IdempotencyConflict
+from api.parsers import json_object
+
 from .inputs import message_input, page_request
 from .models import Message
-from .parsers import json_object
 from .representations import message_representation
 from .rules import IDEMPOTENCY_KEY_HEADER
 from .schema import conversation_retrieve_schema, message_create_schema, message_retrieve_schema
 from .selectors import ConversationState, history_page, link_header, page_links
-from .services import IdempotencyKeyReused, message_create
+from .services import message_create
 
 
 class MessageViewSet(viewsets.ViewSet):
@@ -25,10 +25,7 @@ class MessageViewSet(viewsets.ViewSet):
     @message_create_schema
     def create(self, request: Request) -> Response:
         fields = message_input(json_object(request), request.headers.get(IDEMPOTENCY_KEY_HEADER))
-        try:
-            message, replayed = message_create(**fields)
-        except IdempotencyKeyReused as reused:
-            raise IdempotencyConflict() from reused
+        message, replayed = message_create(**fields)
         headers = {
             "Location": request.build_absolute_uri(reverse("message-detail", args=[message.id]))
         }
