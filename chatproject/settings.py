@@ -260,6 +260,11 @@ SPECTACULAR_SETTINGS = {
     # (with `id` and `created`) are different shapes.
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["conversations.schema.canonical_paths_only"],
+    # drf-spectacular's own enum hook, then the answers every operation shares.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.common_responses",
+    ],
     # /healthz's and /readyz's "status" and "database" share the one value "ok".
     "ENUM_NAME_OVERRIDES": {"Ok": ["ok"]},
     "ENUM_GENERATE_CHOICE_DESCRIPTION": False,

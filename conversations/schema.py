@@ -1,8 +1,9 @@
 """The API's OpenAPI description: what drf-spectacular cannot read from the code.
 
-The views stay thin by taking their ``extend_schema`` from here. The limits
-come from the same constants the serializers enforce, so the schema cannot
-drift from the checks; tests/test_api_docs.py holds the two together.
+The views stay thin by taking their ``extend_schema`` from here; each
+operation declares only its own answers (api.schema adds those every
+operation shares). The limits and patterns come from conversations.rules, as
+the input checks' do; tests/test_api_docs.py proves the two accept the same.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from api.errors import PROBLEM_CONTENT_TYPE, RETRY_AFTER_SECONDS
+from api.errors import PROBLEM_CONTENT_TYPE
 from api.parsers import MAX_BODY_BYTES
+from api.schema import problem, response_header
 
 from . import rules
 from .rules import (
@@ -146,20 +148,6 @@ class MessageSerializerExtension(OpenApiSerializerExtension):
         return schema
 
 
-class ProblemSerializer(serializers.Serializer):
-    """RFC 9457 problem details: the one shape of every error."""
-
-    type = serializers.CharField(help_text="Always `about:blank`: `status` says what it is.")
-    title = serializers.CharField(help_text="The status's name, e.g. `Bad Request`.")
-    status = serializers.IntegerField(min_value=400, max_value=599)
-    detail = serializers.CharField(help_text="What went wrong, in words for a person.")
-    errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()),
-        required=False,
-        help_text="Only for invalid fields or parameters: each one's problems.",
-    )
-
-
 class HistoryMessageSerializer(serializers.Serializer):
     id = serializers.IntegerField(help_text=MESSAGE_FIELD_DESCRIPTIONS["id"])
     sender = serializers.CharField(max_length=SENDER_MAX_LENGTH)
@@ -178,19 +166,6 @@ class ConversationPageSerializer(serializers.Serializer):
         allow_null=True,
         help_text="The page of newer messages; null when this page ends at the newest message.",
     )
-
-
-class HealthSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["ok"])
-
-
-class ReadinessSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["ok"])
-    database = serializers.ChoiceField(choices=["ok"])
-
-
-def problem(description: str) -> OpenApiResponse:
-    return OpenApiResponse(ProblemSerializer, description=description)
 
 
 def canonical_paths_only(endpoints: list[tuple]) -> list[tuple]:
@@ -231,27 +206,6 @@ IF_NONE_MATCH = OpenApiParameter(
     description="An ETag from an earlier answer (or `*`): if it is still current, the answer "
     "is a 304 with no body.",
 )
-
-
-def response_header(
-    name: str, statuses: list[int], description: str, schema: Any = str
-) -> OpenApiParameter:
-    return OpenApiParameter(
-        name, schema, OpenApiParameter.HEADER, response=statuses, description=description
-    )
-
-
-def retry_after(statuses: list[int]) -> OpenApiParameter:
-    description = f"Seconds to wait before retrying: {RETRY_AFTER_SECONDS} after a 503"
-    if 429 in statuses:
-        description += "; after a 429, until the client's rate allows another request"
-    return response_header(
-        "Retry-After", statuses, f"{description}.", {"type": "integer", "minimum": 0}
-    )
-
-
-def allow(statuses: list[int]) -> OpenApiParameter:
-    return response_header("Allow", statuses, "The methods this path takes.")
 
 
 ETAG = response_header(
@@ -315,15 +269,6 @@ MESSAGE_ID_PATH = OpenApiParameter(
     description="A message id.",
 )
 
-UNAVAILABLE = problem(
-    "The database cannot be reached or stays locked. Nothing was stored, unless the database "
-    "failed during the commit: retry with the same `Idempotency-Key`."
-)
-TOO_MANY_REQUESTS = problem(
-    "This client has sent more requests than its rate allows (`RATE_LIMIT_POST` for POST, "
-    "`RATE_LIMIT_GET` for GET); `Retry-After` says when to try again."
-)
-WRONG_METHOD = problem("This path does not take the method; `Allow` lists those it does.")
 EXAMPLE_MESSAGE = {
     "id": 1,
     "conversation_id": "1234",
@@ -341,8 +286,6 @@ message_create_schema = extend_schema(
         IDEMPOTENCY_KEY,
         LOCATION,
         IDEMPOTENT_REPLAYED,
-        retry_after([429, 503]),
-        allow([405]),
     ],
     responses={
         201: OpenApiResponse(MessageSerializer, description="Stored (or replayed)."),
@@ -351,15 +294,12 @@ message_create_schema = extend_schema(
             "malformed, empty, `NaN`/`Infinity`, invalid UTF-8, nested deeper than 1024 levels. "
             "Also a malformed `Idempotency-Key`."
         ),
-        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
         (411, PROBLEM_CONTENT_TYPE): problem("A chunked body without `Content-Length`."),
         (413, PROBLEM_CONTENT_TYPE): problem(f"A body over {MAX_BODY_BYTES // 1024} KiB."),
         (415, PROBLEM_CONTENT_TYPE): problem("A body that is not `application/json`."),
         (422, PROBLEM_CONTENT_TYPE): problem(
             "The `Idempotency-Key` was used before in this conversation with a different payload."
         ),
-        (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
-        (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[
         OpenApiExample(
@@ -373,13 +313,10 @@ message_create_schema = extend_schema(
 
 message_retrieve_schema = extend_schema(
     summary="Read one message",
-    parameters=[MESSAGE_ID_PATH, retry_after([429, 503]), allow([405])],
+    parameters=[MESSAGE_ID_PATH],
     responses={
         200: OpenApiResponse(MessageSerializer, description="The message, as its 201 showed it."),
         (404, PROBLEM_CONTENT_TYPE): problem("No such message."),
-        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
-        (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
-        (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[OpenApiExample("A message", value=EXAMPLE_MESSAGE, response_only=True)],
 )
@@ -398,8 +335,6 @@ conversation_retrieve_schema = extend_schema(
         ETAG,
         CACHE_CONTROL,
         LINK,
-        retry_after([429, 503]),
-        allow([405]),
     ],
     responses={
         200: OpenApiResponse(ConversationPageSerializer, description="One page of messages."),
@@ -412,9 +347,6 @@ conversation_retrieve_schema = extend_schema(
             "No such address: an id with a `/` in it, even encoded as `%2F`, is a path this "
             "operation does not serve."
         ),
-        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
-        (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
-        (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[
         OpenApiExample(
@@ -429,27 +361,4 @@ conversation_retrieve_schema = extend_schema(
             status_codes=[200],
         )
     ],
-)
-
-healthz_schema = extend_schema(
-    summary="Liveness: the process answers",
-    description="Touches no database. Not rate limited.",
-    tags=["operations"],
-    parameters=[allow([405])],
-    responses={
-        200: OpenApiResponse(HealthSerializer, description="The process answers."),
-        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
-    },
-)
-
-readyz_schema = extend_schema(
-    summary="Readiness: the database answers",
-    description="Runs one trivial query. Not rate limited.",
-    tags=["operations"],
-    parameters=[retry_after([503]), allow([405])],
-    responses={
-        200: OpenApiResponse(ReadinessSerializer, description="The database answers."),
-        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
-        (503, PROBLEM_CONTENT_TYPE): problem("The database does not answer."),
-    },
 )
