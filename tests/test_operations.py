@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.conftest import message
-from tests.live import free_port, fresh_database, live_server, manage, server_environment
+from tests.live import fresh_database, live_server, manage, server_environment
 
 pytestmark = pytest.mark.django_db
 
@@ -174,20 +174,8 @@ def test_a_traceback_logged_while_answering_is_one_json_line_with_the_request_id
 
 
 def test_the_redis_warning_carries_the_id_of_the_request_it_let_through(
-    api, application_log, settings
+    api, application_log, unreachable_redis
 ):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
-            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
-        }
-    }
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"post": "1/day", "get": "1/day"},
-    }
-
     response = api.post(message(), HTTP_X_REQUEST_ID="req-redis")
 
     (line,) = application_log()
