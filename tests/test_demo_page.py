@@ -16,7 +16,7 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
 
-from conversations.errors import ServiceUnavailable, problem
+from api.errors import ServiceUnavailable, problem
 from harness.browser import launch_chromium, missing_chromium
 from harness.databases import fresh_database
 from harness.processes import LiveServer, live_server, manage, server_environment
