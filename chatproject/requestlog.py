@@ -61,3 +61,13 @@ class RequestLogMiddleware:
             },
         )
         return response
+
+
+class OneLineFormatter(logging.Formatter):
+    """The record's message on one line: no traceback, no stack."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        bare = logging.makeLogRecord(
+            {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
+        )
+        return super().format(bare)

@@ -64,6 +64,15 @@ if HTTPS:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+# The path prefix the service is mounted under behind a proxy (``/chat``), or
+# none. Set here, never taken from the request: gunicorn copies a client's
+# SCRIPT_NAME header into the environ, and Django would build every link on it.
+FORCE_SCRIPT_NAME = os.environ.get("DJANGO_SCRIPT_NAME", "").strip().rstrip("/")
+if FORCE_SCRIPT_NAME and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", FORCE_SCRIPT_NAME):
+    raise ImproperlyConfigured(
+        f"DJANGO_SCRIPT_NAME must be empty or a path such as /chat, not {FORCE_SCRIPT_NAME!r}."
+    )
+
 # Load balancers and orchestrators probe over plain HTTP, without the proxy's
 # X-Forwarded-Proto: a redirect to HTTPS would read as "not healthy".
 SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$"]
@@ -90,6 +99,8 @@ MIDDLEWARE = [
     # Outside everything that can answer on its own (CORS preflights,
     # whitenoise's static files), so every response gets its security headers.
     "chatproject.headers.SecurityHeadersMiddleware",
+    # Before everything that checks the Host header: probes answer any Host.
+    "chatproject.health.ProbesAnyHostMiddleware",
     # Before anything else that can answer on its own (the HTTPS redirect,
     # whitenoise), so a preflight gets its CORS headers.
     "corsheaders.middleware.CorsMiddleware",
@@ -287,6 +298,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
+        # A rejected Host header is a client's doing, not a fault of the
+        # service: one line says which, without Django's traceback.
+        "one_line": {
+            "()": "chatproject.requestlog.OneLineFormatter",
+            "format": "{levelname} {name} {message}",
+            "style": "{",
+        },
         "json": {
             "()": "pythonjsonlogger.orjson.OrjsonFormatter",
             "fmt": "{levelname}{name}{message}",
@@ -297,6 +315,7 @@ LOGGING = {
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler"},
+        "console_one_line": {"class": "logging.StreamHandler", "formatter": "one_line"},
         "requests": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
@@ -304,6 +323,11 @@ LOGGING = {
         },
     },
     "loggers": {
+        "django.security.DisallowedHost": {
+            "handlers": ["console_one_line"],
+            "level": "ERROR",
+            "propagate": False,
+        },
         # One JSON line per request on stdout (chatproject.requestlog), in
         # place of gunicorn's access log.
         "chatproject.requests": {"handlers": ["requests"], "level": "INFO", "propagate": False},
