@@ -4,6 +4,7 @@ Every deploy-time choice is read from the environment; the README lists each
 variable with its default.
 """
 
+import math
 import os
 import re
 from datetime import timedelta
@@ -42,6 +43,15 @@ def env_count(name: str, default: str) -> int:
     if not value.isascii() or not value.isdigit():
         raise ImproperlyConfigured(f"{name} must be a whole number (0 or more), not {value!r}.")
     return int(value)
+
+
+def env_seconds(name: str, default: str) -> float:
+    value = os.environ.get(name, default).strip()
+    if not re.fullmatch(r"\d+(\.\d+)?", value):
+        raise ImproperlyConfigured(
+            f"{name} must be a number of seconds (0 or more), not {value!r}."
+        )
+    return float(value)
 
 
 DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
@@ -143,10 +153,44 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# A database that is stuck (a table locked, a host frozen) must cost a
+# request a few seconds and a 503, not hold it, and with it one of the
+# server's threads, until the client gives up. 0 turns one off.
+DB_CONNECT_TIMEOUT = env_seconds("DJANGO_DB_CONNECT_TIMEOUT", "2")
+DB_STATEMENT_TIMEOUT = env_seconds("DJANGO_DB_STATEMENT_TIMEOUT", "5")
+DB_LOCK_TIMEOUT = env_seconds("DJANGO_DB_LOCK_TIMEOUT", "2")
+# "startup": the statement and lock timeouts travel in the connection's
+# startup packet (libpq's ``options``). "off": they are not sent, for a proxy
+# that refuses that parameter (PgBouncer unless told to ignore it); set them
+# on the database role instead (README, Settings).
+DB_SERVER_TIMEOUTS = os.environ.get("DJANGO_DB_SERVER_TIMEOUTS", "startup").strip()
+if DB_SERVER_TIMEOUTS not in ("startup", "off"):
+    raise ImproperlyConfigured(
+        f"DJANGO_DB_SERVER_TIMEOUTS must be startup or off, not {DB_SERVER_TIMEOUTS!r}."
+    )
+# The client's own deadline for a statement or a COMMIT: a server that is
+# frozen cannot enforce its statement_timeout. A second later than the
+# server's, so that a running server's clearer error comes first.
+DB_CLIENT_DEADLINE = DB_STATEMENT_TIMEOUT + 1 if DB_STATEMENT_TIMEOUT else None
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's backend with a cheaper test of a reused connection
-    # (chatproject/postgresql/base.py): no SELECT 1 before each request.
+    # (chatproject/postgresql/base.py): no SELECT 1 before each request, and
+    # a deadline on the client's side for each statement.
     DATABASES["default"]["ENGINE"] = "chatproject.postgresql"
+    database_options = DATABASES["default"].setdefault("OPTIONS", {})
+    if DB_CONNECT_TIMEOUT:
+        # libpq counts whole seconds, and at least 2.
+        database_options["connect_timeout"] = max(2, math.ceil(DB_CONNECT_TIMEOUT))
+    server_timeouts = {
+        "statement_timeout": DB_STATEMENT_TIMEOUT,
+        "lock_timeout": DB_LOCK_TIMEOUT,
+    }
+    if DB_SERVER_TIMEOUTS == "startup":
+        database_options["options"] = " ".join(
+            [database_options.get("options", "")]
+            + [f"-c {name}={round(seconds * 1000)}" for name, seconds in server_timeouts.items()]
+        ).strip()
     # Server-side parameters let psycopg prepare each statement after its
     # fifth use on a connection: the hot queries are then planned once per
     # connection instead of once per request. Safe with persistent
