@@ -132,7 +132,8 @@ ROOT_URLCONF = "chatproject.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The admin's lockout page (chatproject/lockout.py).
+        "DIRS": [BASE_DIR / "chatproject" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -241,21 +242,25 @@ else:
     }
 
 AUTHENTICATION_BACKENDS = [
-    # First, so that a locked-out client is refused before its password is checked.
-    "axes.backends.AxesStandaloneBackend",
+    # First, so that every login attempt is counted before its password is
+    # checked, and one past the limit is refused without a check.
+    "chatproject.lockout.CountFirstBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 
-# Admin logins: after 5 failures from one client address, every login from it
-# is refused with a 429 for 15 minutes (from its latest attempt). Attempts
-# live in the database, so the count is shared by every worker and survives
-# restarts, with or without Redis; only logins pay for it.
-AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# Admin logins (django-axes, chatproject/lockout.py): after 5 failures from
+# one client address, or to one username, every login from that address or
+# to that account is refused with a 429 for 15 minutes (from the latest
+# attempt). Attempts live in the database, so the count is shared by every
+# worker and survives restarts, with or without Redis; only logins pay for it.
+AXES_HANDLER = "chatproject.lockout.CountFirstHandler"
 AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = timedelta(minutes=15)
-AXES_LOCKOUT_PARAMETERS = ["ip_address"]
-AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_LOCKOUT_CALLABLE = "chatproject.lockout.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "conversations.throttles.client_ip"
+# Whom the lockout page tells people to ask (an address, a team's name).
+ADMIN_CONTACT = os.environ.get("DJANGO_ADMIN_CONTACT", "").strip()
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
