@@ -203,6 +203,27 @@ def test_behind_a_trusted_proxy_the_lockout_is_per_forwarded_client(client, staf
     assert log_in(client, PASSWORD, HTTP_X_FORWARDED_FOR="192.0.2.10").status_code == 302
 
 
+def test_failures_from_one_ipv6_slash_64_lock_out_the_whole_network(client, staff, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    for n in range(1, 6):
+        log_in(client, "guess", username=f"admin{n}", HTTP_X_FORWARDED_FOR=f"2001:db8:7:7::{n}")
+
+    same_network = log_in(client, PASSWORD, HTTP_X_FORWARDED_FOR="2001:db8:7:7:ffff::1")
+    next_network = log_in(client, PASSWORD, HTTP_X_FORWARDED_FOR="2001:db8:7:8::1")
+
+    assert same_network.status_code == 429
+    assert "2001:db8:7:7::/64" in same_network.content.decode()
+    assert next_network.status_code == 302
+
+
+def test_an_ipv4_mapped_address_is_locked_out_with_its_ipv4_spelling(client, staff, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    for n in range(5):
+        log_in(client, "guess", username=f"admin{n}", HTTP_X_FORWARDED_FOR="::ffff:192.0.2.9")
+
+    assert log_in(client, PASSWORD, HTTP_X_FORWARDED_FOR="192.0.2.9").status_code == 429
+
+
 def test_the_lockout_ends_after_the_cool_off(client, staff, settings):
     settings.AXES_COOLOFF_TIME = timedelta(seconds=3)
     for n in range(5):
