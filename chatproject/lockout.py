@@ -208,6 +208,12 @@ def lockout_response(
             "site_header": "Django administration",
             "site_title": "Django site admin",
             "address": request.axes_ip_address,
+            # An IPv6 client is its /64 (conversations.throttles.client_network).
+            "network": (
+                f"{request.axes_ip_address}/64"
+                if ":" in (request.axes_ip_address or "")
+                else request.axes_ip_address
+            ),
             "username": _username(request, credentials) or "",
             "address_locked": "address" in locked or not locked,
             "account_locked": "account" in locked,

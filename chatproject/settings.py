@@ -259,7 +259,8 @@ AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_LOCKOUT_CALLABLE = "chatproject.lockout.lockout_response"
-AXES_CLIENT_IP_CALLABLE = "conversations.throttles.client_ip"
+# Clients by their canonical address, an IPv6 client by its /64, as for the rate limits.
+AXES_CLIENT_IP_CALLABLE = "conversations.throttles.lockout_address"
 # Whom the lockout page tells people to ask (an address, a team's name).
 ADMIN_CONTACT = os.environ.get("DJANGO_ADMIN_CONTACT", "").strip()
 

@@ -391,8 +391,10 @@ def database_url(tmp_path_factory, django_db_blocker):
 
 @needs_redis
 def test_under_gunicorn_with_redis_the_limit_is_shared_by_its_workers(database_url, tmp_path):
-    client = f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
-    other = f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
+    # Each in a /64 of its own: the network is the client.
+    client_network = f"2001:db8:{secrets.token_hex(2)}:{secrets.token_hex(2)}::"
+    other_network = f"2001:db8:{secrets.token_hex(2)}:{secrets.token_hex(2)}::"
+    client, other = f"{client_network}1", f"{other_network}1"
     env = server_environment(
         database_url,
         WEB_CONCURRENCY="2",
@@ -415,8 +417,8 @@ def test_under_gunicorn_with_redis_the_limit_is_shared_by_its_workers(database_u
             elsewhere = post(other)
             reads = [server.request("GET", "/conversations/live").status for _ in range(5)]
     finally:
-        delete_keys(f"chat:*:throttle:*:{client}")
-        delete_keys(f"chat:*:throttle:*:{other}")
+        delete_keys(f"chat:*:throttle:*:{client_network}/64")
+        delete_keys(f"chat:*:throttle:*:{other_network}/64")
 
     assert allowed == [201, 201, 201]
     assert refused.status == 429
