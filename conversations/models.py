@@ -23,6 +23,25 @@ CREATED_AS_TEXT = {
 }
 
 
+# A page stops once its messages pass this many bytes, as JSON: the largest
+# page the contract allows (1,000 messages of 10,000 astral characters) would
+# otherwise be a 40 MB answer, held in a worker's memory while it is built.
+# The page always holds at least one message, and its links continue from
+# where it stopped.
+PAGE_MAX_BYTES = 1024 * 1024
+# What a message adds to a page beside its sender and text as JSON strings:
+# its keys, id and timestamp.
+MESSAGE_JSON_OVERHEAD = 80
+# A message's size in the page, as the database measures it: its sender and
+# text as JSON strings (control characters grow six-fold there), in UTF-8.
+MESSAGE_JSON_BYTES = {
+    "postgresql": ("octet_length(to_json(sender)::text) + octet_length(to_json(message)::text)"),
+    "sqlite": (
+        "length(CAST(json_quote(sender) AS BLOB)) + length(CAST(json_quote(message) AS BLOB))"
+    ),
+}
+
+
 class ConversationManager(models.Manager):
     def counters(self, conversation_id: str) -> tuple[int, int, int] | None:
         """(message_count, first_message_id, last_message_id), by primary key.
@@ -97,12 +116,26 @@ class MessageManager(models.Manager):
         """
         table = connection.ops.quote_name(self.model._meta.db_table)
         created = CREATED_AS_TEXT[connection.vendor]
-        select = f"SELECT id, sender, message, {created} FROM {table} WHERE conversation_id = %s"
+        size = f"{MESSAGE_JSON_BYTES[connection.vendor]} + {MESSAGE_JSON_OVERHEAD}"
         if after is not None:
-            sql = f"{select} AND id > %s AND id <= %s ORDER BY id LIMIT %s"
-            return sql, [conversation_id, after, newest, limit]
-        upper = newest if before is None else min(newest, before - 1)
-        return f"{select} AND id <= %s ORDER BY id DESC LIMIT %s", [conversation_id, upper, limit]
+            order, bounds = "", "id > %s AND id <= %s"
+            params = [conversation_id, after, newest, limit]
+        else:
+            upper = newest if before is None else min(newest, before - 1)
+            order, bounds = " DESC", "id <= %s"
+            params = [conversation_id, upper, limit]
+        # The range scan reads up to ``limit`` rows in page order; a running
+        # total of their sizes keeps those that start within the byte budget,
+        # so the first is always kept and the last one kept may pass it.
+        sql = (
+            "SELECT id, sender, message, created FROM ("
+            f"SELECT *, SUM(size) OVER (ORDER BY id{order} ROWS UNBOUNDED PRECEDING) AS reach "
+            f"FROM (SELECT id, sender, message, {created} AS created, {size} AS size "
+            f"FROM {table} WHERE conversation_id = %s AND {bounds} ORDER BY id{order} LIMIT %s"
+            ") AS scanned"
+            f") AS page WHERE reach - size < %s ORDER BY id{order}"
+        )
+        return sql, [*params, PAGE_MAX_BYTES]
 
     def page(
         self,
