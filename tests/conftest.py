@@ -7,6 +7,14 @@ import pytest
 from django.db import connection
 from django.test import Client
 
+# The answer to any request while the database cannot be reached or is stuck.
+SERVICE_UNAVAILABLE = {
+    "type": "about:blank",
+    "title": "Service Unavailable",
+    "status": 503,
+    "detail": "The database is not answering; try again shortly.",
+}
+
 
 def postgresql_only(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(

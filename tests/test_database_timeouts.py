@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from bench.crash import Postgres, children, postgres_bindir, postgres_unavailable
-from tests.conftest import message
+from tests.conftest import SERVICE_UNAVAILABLE, message
 from tests.live import live_server, server_environment
 
 pytestmark = pytest.mark.skipif(
@@ -36,13 +36,6 @@ CONNECT_TIMEOUT, STATEMENT_TIMEOUT, LOCK_TIMEOUT = 2, 2, 1
 SLACK = 2.5
 # What a client waits before it calls the service hung.
 CLIENT_PATIENCE = 20
-
-SERVICE_UNAVAILABLE = {
-    "type": "about:blank",
-    "title": "Service Unavailable",
-    "status": 503,
-    "detail": "The database is not answering; try again shortly.",
-}
 
 
 @dataclass

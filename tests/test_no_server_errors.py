@@ -14,6 +14,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.exceptions import Resolver404
 
 from conversations.services import message_create
+from tests.conftest import SERVICE_UNAVAILABLE
 
 pytestmark = pytest.mark.django_db
 
@@ -142,9 +143,4 @@ def test_with_the_database_down_admin_pages_are_the_503(unreachable_database, pa
 
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
-    assert response.json() == {
-        "type": "about:blank",
-        "title": "Service Unavailable",
-        "status": 503,
-        "detail": "The database is not answering; try again shortly.",
-    }
+    assert response.json() == SERVICE_UNAVAILABLE
