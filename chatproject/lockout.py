@@ -208,7 +208,7 @@ def lockout_response(
             "site_header": "Django administration",
             "site_title": "Django site admin",
             "address": request.axes_ip_address,
-            # An IPv6 client is its /64 (conversations.throttles.client_network).
+            # An IPv6 client is its /64 (api.clients.client_network).
             "network": (
                 f"{request.axes_ip_address}/64"
                 if ":" in (request.axes_ip_address or "")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conversations import models
+from conversations import selectors
 from conversations.services import message_create
 from tests.live import fresh_database, live_server, manage, server_environment
 
@@ -161,7 +161,7 @@ def test_sixteen_of_the_largest_reads_at_once_keep_each_worker_under_its_memory_
 
 
 def test_a_page_always_holds_one_message_whatever_its_size(api, monkeypatch):
-    monkeypatch.setattr(models, "PAGE_MAX_BYTES", 1)
+    monkeypatch.setattr(selectors, "PAGE_MAX_BYTES", 1)
     all_ids = post_large("big", 3)
 
     seen, sizes = walk(api, "/conversations/big?after=0", "next")

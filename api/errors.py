@@ -1,4 +1,4 @@
-"""One error shape for the whole API: RFC 9457 problem details."""
+"""One error shape for the whole service: RFC 9457 problem details."""
 
 from __future__ import annotations
 
@@ -11,29 +11,33 @@ from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import set_rollback
+from rest_framework.views import exception_handler
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
+# RFC 9110's names, which Python's http module uses only from 3.13 on.
+TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+
+class DomainError(Exception):
+    """A well-formed request that the domain refuses, and says why: a ``422``.
+
+    Services raise subclasses with the reason as their message; the
+    exception handler answers them, so no view catches them.
+    """
+
+
+class UnprocessableContent(exceptions.APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "unprocessable_content"
 
 
 class ServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "The database is not answering; try again shortly."
     default_code = "service_unavailable"
-
-
-# RFC 9110's names, which Python's http module uses only from 3.13 on.
-TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
-
-
-class IdempotencyConflict(exceptions.APIException):
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_detail = (
-        "This Idempotency-Key already stored a different message in this conversation; "
-        "a retry must repeat the same sender and message, a new message needs a new key."
-    )
-    default_code = "idempotency_key_reused"
+    # DRF's exception_handler sends it as Retry-After, as it does a throttle's wait.
+    wait = RETRY_AFTER_SECONDS
 
 
 def problem(status_code: int, detail: str, **extra: Any) -> dict[str, Any]:
@@ -44,6 +48,28 @@ def problem(status_code: int, detail: str, **extra: Any) -> dict[str, Any]:
         "detail": detail,
         **extra,
     }
+
+
+def _as_api_exception(exc: Exception) -> Exception:
+    """The DRF exception that answers ``exc``, for the errors DRF does not know.
+
+    A database that cannot be reached (or stays locked past the busy
+    timeout) is a ``503`` with ``Retry-After``: the client should retry. The
+    write path is one transaction, so a write either happened whole or not
+    at all; a database that fails during COMMIT can have made it durable
+    without the service learning so, which is why a retry should carry the
+    same ``Idempotency-Key``. Django's 404 and 403 are answered in DRF's own
+    words rather than with their messages, which can name a model.
+    """
+    if isinstance(exc, Http404):
+        return exceptions.NotFound()
+    if isinstance(exc, PermissionDenied):
+        return exceptions.PermissionDenied()
+    if isinstance(exc, OperationalError | InterfaceError):
+        return ServiceUnavailable()
+    if isinstance(exc, DomainError):
+        return UnprocessableContent(str(exc))
+    return exc
 
 
 def _field_errors(detail: Any) -> dict[str, list[str]]:
@@ -58,41 +84,19 @@ def _field_errors(detail: Any) -> dict[str, list[str]]:
 
 
 def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF's exception handler, answering every error as problem+json.
-
-    A database that cannot be reached (or stays locked past the busy timeout)
-    is a ``503`` with ``Retry-After``: the client should retry. The write
-    path is one transaction, so a write either happened whole or not at all;
-    a database that fails during COMMIT can have made it durable without the
-    service learning so, which is why a retry should carry the same
-    ``Idempotency-Key``.
-    """
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
-    elif isinstance(exc, (OperationalError, InterfaceError)):
-        exc = ServiceUnavailable()
-    if not isinstance(exc, exceptions.APIException):
+    """DRF's exception handler, its answer reshaped into problem+json."""
+    exc = _as_api_exception(exc)
+    response = exception_handler(exc, context)
+    if response is None:
         return None
-
-    headers = {}
-    if isinstance(exc, ServiceUnavailable):
-        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    elif getattr(exc, "wait", None):
-        headers["Retry-After"] = f"{exc.wait:.0f}"
-
     if isinstance(exc, exceptions.ValidationError):
-        errors = _field_errors(exc.detail)
+        errors = _field_errors(response.data)
         detail = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items())
-        body = problem(exc.status_code, detail, errors=errors)
+        response.data = problem(response.status_code, detail, errors=errors)
     else:
-        body = problem(exc.status_code, str(exc.detail))
-
-    set_rollback()
-    return Response(
-        body, status=exc.status_code, headers=headers, content_type=PROBLEM_CONTENT_TYPE
-    )
+        response.data = problem(response.status_code, str(exc.detail))
+    response.content_type = PROBLEM_CONTENT_TYPE
+    return response
 
 
 def _problem_response(status_code: int, detail: str) -> JsonResponse:
