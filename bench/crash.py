@@ -42,14 +42,10 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from harness.databases import (
-    ThrowawayPostgres,
-    create_database,
-    postgres_bindir,
-    postgres_unavailable,
-)
+from harness.databases import ThrowawayPostgres, postgres_bindir, postgres_unavailable
 from harness.processes import (
     HOST,
+    children,
     free_port,
     release,
     server_environment,
@@ -86,18 +82,6 @@ def log(started: float, text: str) -> None:
 
 
 # -- gunicorn --------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return sorted(found)
 
 
 class Gunicorn:
@@ -509,12 +493,11 @@ def run(args: argparse.Namespace) -> int:
     setup = time.monotonic()
     with ExitStack() as cleanup:
         root = cleanup.enter_context(temporary_root(args.keep))
-        database = ThrowawayPostgres(bindir, root)
+        database = ThrowawayPostgres(bindir, root, DATABASE)
         cleanup.callback(database.destroy)
         database.create()
-        database_url = create_database(database.url_of("postgres"), DATABASE)
         env = server_environment(
-            database_url,
+            database.url,
             WEB_CONCURRENCY=str(WEB_CONCURRENCY),
             # Every writer posts from 127.0.0.1: the default limits would refuse
             # most of them, and this run is about what is stored, not about pacing.
@@ -566,7 +549,7 @@ def run(args: argparse.Namespace) -> int:
             thread.join(timeout=REQUEST_TIMEOUT + 5)
         elapsed = time.monotonic() - started
         log(started, "writers stopped; reading every conversation back")
-        verdict = check(ledger, web.port, database_url)
+        verdict = check(ledger, web.port, database.url)
         log_errors = server_log_errors(web.log)
         if log_errors:
             verdict.violations.append(f"{len(log_errors)} lines about 500s in gunicorn's log")

@@ -102,15 +102,18 @@ def postgres_unavailable() -> str | None:
 class ThrowawayPostgres:
     """A PostgreSQL cluster of our own in ``root``, on 127.0.0.1 and a free port only.
 
-    It never stops or reconfigures a server it did not start.
+    It never stops or reconfigures a server it did not start. ``url`` is its
+    one database, ``database``, made by ``create()``.
     """
 
-    def __init__(self, bindir: Path, root: Path) -> None:
+    def __init__(self, bindir: Path, root: Path, database: str = "chat") -> None:
         self.bindir = bindir
         self.root = root
         self.data = root / "pgdata"
         self.log = root / "postgresql.log"
         self.port = free_port()
+        self.database = database
+        self.url = self.url_of(database)
 
     def _run(self, tool: str, *args: str) -> None:
         command = [str(self.bindir / tool), *args]
@@ -122,7 +125,7 @@ class ThrowawayPostgres:
             raise RuntimeError(f"{tool} {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
 
     def create(self) -> None:
-        """initdb (trust auth, UTF-8, C locale), then start."""
+        """initdb (trust auth, UTF-8, C locale), start, and create the database."""
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
         self._run(
@@ -140,6 +143,7 @@ class ThrowawayPostgres:
                 "recovery_init_sync_method = syncfs\n"
             )
         self.start()
+        create_database(self.url_of("postgres"), self.database)
 
     def url_of(self, database: str) -> str:
         return f"postgres://postgres@{HOST}:{self.port}/{database}"

@@ -123,6 +123,19 @@ def wait_until_answering(
             connection.close()
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``: a gunicorn master's workers."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
 def stop(process: subprocess.Popen | None, timeout: float = 30) -> None:
     """SIGTERM the whole process group (gunicorn and its workers); SIGKILL what outstays it."""
     if process is None:

@@ -9,6 +9,10 @@ from django.test import Client
 
 from harness.processes import free_port
 
+# The answer to any request while the database cannot be reached or is stuck.
+# The detail of the 503 for a database that does not answer.
+DATABASE_DOWN = "The database is not answering; try again shortly."
+
 
 def postgresql_only(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(

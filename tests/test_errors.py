@@ -6,7 +6,7 @@ import pytest
 
 from api.parsers import MAX_BODY_BYTES
 from conversations.models import Conversation, Message
-from tests.conftest import assert_problem, message
+from tests.conftest import DATABASE_DOWN, assert_problem, message
 
 pytestmark = pytest.mark.django_db
 
@@ -148,5 +148,5 @@ def test_an_unreachable_database_is_a_503_with_retry_after(
     else:
         response = client.get(path)
 
-    assert_problem(response, 503, "The database is not answering; try again shortly.")
+    assert_problem(response, 503, DATABASE_DOWN)
     assert response["Retry-After"] == "5"
