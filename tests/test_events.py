@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from conversations.services import EVENTS_CHANNEL
+from conversations import events
+from conversations.services import EVENTS_CHANNEL, message_create
 from tests.conftest import message, postgresql_only
+from tests.events_client import EventStream, in_process_server, wait_until
 
 
 def listening_connection() -> psycopg.Connection:
@@ -51,3 +56,341 @@ def test_storing_a_message_stays_three_statements_in_one_transaction(api):
     assert response.status_code == 201
     statements = [query["sql"].split()[0] for query in captured.captured_queries]
     assert statements == ["BEGIN", "INSERT", "INSERT", "UPDATE", "COMMIT"]
+
+
+# -- the stream, through a real server on the test database ----------------------------------
+
+HEADERS = {
+    "content-type": "text/event-stream",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
+
+
+@pytest.fixture
+def server(transactional_db):
+    # Transactional: a stream reads on a connection of its own, so it sees
+    # only committed messages, and NOTIFY fires only on commit.
+    with in_process_server() as live:
+        yield live
+
+
+@pytest.fixture
+def streams(server):
+    opened: list[EventStream] = []
+
+    def open_stream(path: str, headers: dict | None = None, timeout: float = 10) -> EventStream:
+        stream = EventStream(server, path, headers, timeout)
+        opened.append(stream)
+        return stream
+
+    yield open_stream
+    for stream in opened:
+        stream.close()
+
+
+def post(api, conversation_id: str, text: str = "hello") -> dict:
+    response = api.post(message(conversation_id, text=text))
+    assert response.status_code == 201
+    return response.json()
+
+
+def page_message(stored: dict) -> dict:
+    return {key: stored[key] for key in ("id", "sender", "message", "created")}
+
+
+def test_a_stream_sends_retry_then_each_message_as_the_history_page_renders_it(api, streams):
+    first = post(api, "tea-room", "one")
+    second = post(api, "tea-room", 'two\nlines, "quoted" ✓')
+
+    stream = streams("/conversations/tea-room/events?last_event_id=0")
+
+    assert stream.status == 200
+    assert {name: stream.headers[name] for name in HEADERS} == HEADERS
+    assert stream.raw_block() == b"retry: 3000\n\n"
+    page = api.get("/conversations/tea-room").json()["messages"]
+    expected = [
+        f"id: {row['id']}\nevent: message\ndata: {json.dumps(row, separators=(',', ':'), ensure_ascii=False)}\n\n".encode()
+        for row in page
+    ]
+    assert [stream.raw_block(), stream.raw_block()] == expected
+    assert page == [page_message(first), page_message(second)]
+
+
+def test_a_message_posted_after_the_stream_opened_arrives_on_it(api, streams):
+    stream = streams("/conversations/tea-room/events/")
+    assert stream.status == 200
+    assert stream.block().retry == "3000"
+    assert stream.block().id == "0"
+
+    stored = post(api, "tea-room")
+
+    [event] = stream.messages(1)
+    assert (event.id, event.event, json.loads(event.data)) == (
+        str(stored["id"]),
+        "message",
+        page_message(stored),
+    )
+
+
+def test_without_a_resume_point_a_stream_starts_after_the_newest_message_and_says_so(api, streams):
+    post(api, "tea-room", "before")
+    newest = post(api, "tea-room", "also before")
+
+    stream = streams("/conversations/tea-room/events")
+    stream.block()
+    position = stream.block()
+    after = post(api, "tea-room", "after")
+
+    assert position.id == str(newest["id"])
+    assert stream.message_ids(1) == [after["id"]]
+
+
+@pytest.mark.parametrize(
+    "path, headers",
+    [
+        ("/conversations/tea-room/events?last_event_id={resume}", {}),
+        ("/conversations/tea-room/events", {"Last-Event-ID": "{resume}"}),
+        # A reconnecting EventSource sends the header with the URL it first opened.
+        ("/conversations/tea-room/events?last_event_id=0", {"Last-Event-ID": "{resume}"}),
+    ],
+)
+def test_resuming_replays_every_later_message_then_continues_live_with_no_gap_or_duplicate(
+    api, streams, path, headers
+):
+    ids = [post(api, "tea-room", f"old {n}")["id"] for n in range(4)]
+    post(api, "elsewhere")
+    resume = ids[1]
+
+    stream = streams(
+        path.format(resume=resume), {k: v.format(resume=resume) for k, v in headers.items()}
+    )
+    replayed = stream.message_ids(2)
+    live = [post(api, "tea-room", f"new {n}")["id"] for n in range(3)]
+
+    assert replayed == ids[2:]
+    assert stream.message_ids(3) == live
+
+
+@pytest.mark.parametrize("missing, reset", [(1000, False), (1001, True)])
+def test_a_replay_sends_at_most_the_newest_thousand_and_a_reset_when_more_are_missing(
+    api, streams, missing, reset
+):
+    ids = [
+        message_create(conversation_id="long", sender="bot", message=f"m{n}")[0].id
+        for n in range(missing)
+    ]
+
+    stream = streams("/conversations/long/events?last_event_id=0", timeout=30)
+    assert stream.block().retry == "3000"
+    if reset:
+        event = stream.block()
+        assert (event.id, event.event, json.loads(event.data)) == (
+            None,
+            "reset",
+            {"detail": "More than 1000 messages are missing: reload the history page."},
+        )
+    replayed = stream.message_ids(1000)
+    live = post(api, "long")["id"]
+
+    assert replayed == ids[-1000:]
+    assert stream.message_ids(1) == [live]
+
+
+PROBLEM = {"type": "about:blank", "title": "Bad Request", "status": 400}
+ID_RULE = "Use 1 to 100 of the characters A-Z a-z 0-9 . _ ~ : @ + - (and not '.' or '..' alone)."
+
+
+@pytest.mark.parametrize(
+    "path, headers, errors",
+    [
+        ("/conversations/no%20spaces/events", {}, {"conversation_id": [ID_RULE]}),
+        ("/conversations/../events", {}, {"conversation_id": [ID_RULE]}),
+        (f"/conversations/{'x' * 101}/events", {}, {
+            "conversation_id": ["Ensure this field has no more than 100 characters."]
+        }),
+        ("/conversations/ok/events?last_event_id=-1", {}, {
+            "last_event_id": ["A valid integer is required."]
+        }),
+        ("/conversations/ok/events?last_event_id=", {}, {
+            "last_event_id": ["A valid integer is required."]
+        }),
+        ("/conversations/ok/events", {"Last-Event-ID": "12a"}, {
+            "Last-Event-ID": ["A valid integer is required."]
+        }),
+    ],
+)  # fmt: skip
+def test_a_malformed_conversation_id_or_resume_point_is_a_400_before_any_stream(
+    streams, path, headers, errors
+):
+    stream = streams(path, headers)
+
+    assert stream.status == 400
+    assert stream.headers["content-type"] == "application/problem+json"
+    detail = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items())
+    assert json.loads(stream.body()) == {**PROBLEM, "detail": detail, "errors": errors}
+
+
+def test_other_methods_are_a_405_naming_the_allowed_ones(server):
+    answer = server.request("POST", "/conversations/ok/events", body={})
+
+    assert (answer.status, answer.headers["allow"], answer.json()) == (
+        405,
+        "GET, OPTIONS",
+        {
+            "type": "about:blank",
+            "title": "Method Not Allowed",
+            "status": 405,
+            "detail": 'Method "POST" not allowed.',
+        },
+    )
+
+
+def test_opening_a_stream_counts_as_one_read_and_over_the_limit_is_a_429(streams, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": f"events-rate-limit-{time.monotonic_ns()}",
+        }
+    }
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"post": None, "get": "2/day"},
+    }
+
+    answers = [streams("/conversations/ok/events") for _ in range(3)]
+
+    assert [answer.status for answer in answers] == [200, 200, 429]
+    wait = int(answers[2].headers["retry-after"])
+    assert json.loads(answers[2].body()) == {
+        "type": "about:blank",
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": f"Request was throttled. Expected available in {wait} seconds.",
+    }
+
+
+def test_more_streams_than_the_process_allows_is_a_503_with_retry_after(streams, settings):
+    settings.EVENTS_MAX_STREAMS = 2
+    first, second = streams("/conversations/a/events"), streams("/conversations/b/events")
+
+    refused = streams("/conversations/c/events")
+
+    assert (first.status, second.status, refused.status) == (200, 200, 503)
+    assert refused.headers["retry-after"] == "5"
+    assert json.loads(refused.body()) == {
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "This server has as many event streams open as it allows; "
+        "try again shortly, or read the history page.",
+    }
+    first.close()
+    wait_until(lambda: events.open_streams() == 1, what="the closed stream to be noticed")
+    assert streams("/conversations/c/events").status == 200
+
+
+def test_a_client_that_goes_away_is_noticed_and_its_stream_ended(streams):
+    stream = streams("/conversations/a/events")
+    stream.block()
+    assert events.open_streams() == 1
+
+    stream.close()
+
+    wait_until(lambda: events.open_streams() == 0, what="the stream to end")
+
+
+def test_an_idle_stream_sends_a_keep_alive_comment_every_heartbeat(streams, settings):
+    settings.EVENTS_HEARTBEAT_SECONDS = 1
+    stream = streams("/conversations/a/events")
+    stream.block()
+    stream.block()
+
+    started = time.monotonic()
+    beats = [stream.raw_block() for _ in range(2)]
+
+    assert beats == [b": keep-alive\n\n"] * 2
+    assert 1.5 <= time.monotonic() - started < 3
+
+
+def test_a_stream_is_closed_by_the_server_after_its_maximum_age(streams, settings):
+    settings.EVENTS_MAX_SECONDS = 1
+    stream = streams("/conversations/a/events")
+
+    started = time.monotonic()
+    blocks = iter(stream.raw_block, b"")
+
+    assert list(blocks) == [b"retry: 3000\n\n", b"id: 0\n\n"]
+    assert 0.9 <= time.monotonic() - started < 3
+
+
+WIDGET = "https://widget.example"
+
+
+def test_cors_as_for_the_api_with_last_event_id_allowed(streams, server, settings):
+    settings.CORS_ALLOWED_ORIGINS = [WIDGET]
+
+    stream = streams("/conversations/a/events", {"Origin": WIDGET})
+    preflight = server.request(
+        "OPTIONS",
+        "/conversations/a/events",
+        headers={
+            "Origin": WIDGET,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "last-event-id",
+        },
+    )
+    stranger = streams("/conversations/a/events", {"Origin": "https://stranger.example"})
+
+    assert stream.status == 200
+    assert stream.headers["access-control-allow-origin"] == WIDGET
+    assert preflight.status == 200
+    assert {
+        k.lower(): v
+        for k, v in preflight.headers.items()
+        if k.lower().startswith("access-control-")
+    } == {
+        "access-control-allow-origin": WIDGET,
+        "access-control-allow-methods": "GET, POST, OPTIONS",
+        "access-control-allow-headers": "content-type, idempotency-key, if-none-match, last-event-id",
+        "access-control-expose-headers": "Location, ETag, Link, Retry-After, Idempotent-Replayed",
+        "access-control-max-age": "86400",
+    }
+    assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_every_stream_of_a_conversation_gets_every_message_once_in_order(api, streams):
+    opened = [streams(f"/conversations/{name}/events?last_event_id=0") for name in "aab"]
+
+    posted = {name: [post(api, name, f"{name}{n}")["id"] for n in range(5)] for name in "ab"}
+
+    assert [stream.message_ids(5) for stream in opened] == [
+        posted["a"],
+        posted["a"],
+        posted["b"],
+    ]
+
+
+def test_a_stopping_server_closes_its_streams_at_once(transactional_db):
+    with in_process_server() as live:
+        stream = EventStream(live, "/conversations/a/events")
+        stream.block()
+        started = time.monotonic()
+    # Leaving the block stopped the server: the stream has ended by now.
+
+    assert [stream.raw_block(), stream.raw_block()] == [b"id: 0\n\n", b""]
+    assert time.monotonic() - started < 3
+    stream.close()
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite only: its polling fallback")
+def test_on_sqlite_a_new_message_arrives_by_polling_within_a_second(api, streams):
+    stream = streams("/conversations/a/events")
+    stream.block()
+    stream.block()
+
+    started = time.monotonic()
+    stored = post(api, "a")
+
+    assert stream.message_ids(1) == [stored["id"]]
+    assert time.monotonic() - started < 1.0
