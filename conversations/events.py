@@ -256,6 +256,23 @@ async def watch_disconnect(receive: Receive, stream: Stream) -> None:
     stream.close("disconnected")
 
 
+async def abort_connection(send: Send) -> None:
+    """Drop the client's connection now, with whatever it has not read.
+
+    Returning from an unfinished response makes uvicorn close the transport,
+    and a transport closes only once its write buffer is flushed, which a
+    client that stopped reading never allows: the connection, its buffer and
+    its file descriptor would stay. uvicorn's ``send`` is a method of the
+    request's cycle, which holds the transport; a server whose ``send``
+    is not falls back to that close.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None:
+        transport.abort()
+        # Let the server see the connection lost before the app returns.
+        await asyncio.sleep(0)
+
+
 async def run_stream(stream: Stream, first: list[bytes], receive: Receive, send: Send) -> None:
     loop = asyncio.get_running_loop()
     heartbeat = settings.EVENTS_HEARTBEAT_SECONDS
@@ -303,10 +320,10 @@ async def run_stream(stream: Stream, first: list[bytes], receive: Receive, send:
             await write(b"", more_body=False)
     except asyncio.CancelledError:
         # The hub cancels a send that a client stopped reading (its buffer
-        # filled) and, at shutdown, one that does not end in time; the
-        # server then closes the connection.
+        # filled) and, at shutdown, one that does not end in time.
         if stream.closed in ("overflow", "shutdown"):
             asyncio.current_task().uncancel()
+            await abort_connection(send)
             return
         raise
     finally:

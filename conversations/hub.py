@@ -44,8 +44,8 @@ logger = logging.getLogger(__name__)
 BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 SQLITE_POLL_SECONDS = 0.5
 # A stream whose client reads slower than messages arrive is disconnected
-# (it resumes with Last-Event-ID) once this much waits for it, beyond what the
-# server's socket buffers hold.
+# (it resumes with Last-Event-ID) once this much waits for it while a send to
+# it is blocked, beyond what the server's socket buffers hold.
 STREAM_BUFFER_BYTES = 256 * 1024
 
 
@@ -98,7 +98,9 @@ class Stream:
                 self.pending.append(event)
                 self.pending_bytes += len(event)
                 self.last_id = message_id
-        if self.pending_bytes > STREAM_BUFFER_BYTES:
+        # Only while its last send waits on the client: a burst handed to a
+        # stream that is free to send is taken at once, however large.
+        if self.sending and self.pending_bytes > STREAM_BUFFER_BYTES:
             self.close("overflow")
         self.wake.set()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import psycopg
@@ -394,3 +395,94 @@ def test_on_sqlite_a_new_message_arrives_by_polling_within_a_second(api, streams
 
     assert stream.message_ids(1) == [stored["id"]]
     assert time.monotonic() - started < 1.0
+
+
+def events_backends(kind: str | None = None) -> list[tuple[int, str]]:
+    """The live events' own PostgreSQL connections to the test database: (pid, last query)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, query FROM pg_stat_activity "
+            "WHERE application_name = 'chat live events' AND datname = current_database()"
+        )
+        rows = cursor.fetchall()
+    return [row for row in rows if kind is None or row[1].startswith(kind)]
+
+
+@postgresql_only("counts PostgreSQL's connections")
+def test_database_connections_do_not_grow_with_the_number_of_streams(api, streams):
+    one = streams("/conversations/c0/events?last_event_id=0")
+    post(api, "c0")
+    one.messages(1)
+    with_one = len(events_backends())
+
+    many = [streams(f"/conversations/c{n % 10}/events?last_event_id=0") for n in range(60)]
+    posted = [post(api, f"c{n}")["id"] for n in range(10)]
+    for n, stream in enumerate(many):
+        received = stream.message_ids(2 if n % 10 == 0 else 1)
+        assert received[-1] == posted[n % 10]
+
+    # One LISTEN connection and a pool of at most two for the queries.
+    assert with_one <= 3
+    assert len(events_backends()) <= 3
+
+
+@postgresql_only("pg_terminate_backend is PostgreSQL's")
+def test_a_killed_listen_connection_is_restored_and_nothing_is_lost(api, streams):
+    stream = streams("/conversations/tea-room/events")
+    stream.block()
+    stream.block()
+    before = post(api, "tea-room")["id"]
+    assert stream.message_ids(1) == [before]
+    [(listener, _)] = events_backends("LISTEN")
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [listener])
+    # Posted while the stream's process has no LISTEN connection.
+    during = [post(api, "tea-room", f"during {n}")["id"] for n in range(3)]
+    wait_until(lambda: [pid for pid, _ in events_backends("LISTEN")] not in ([], [listener]))
+    after = post(api, "tea-room", "after")["id"]
+
+    assert stream.message_ids(4) == [*during, after]
+
+
+def test_a_client_that_stops_reading_is_disconnected_when_its_buffer_fills(api, streams, server):
+    reader = streams("/conversations/flood/events")
+    reader.block()
+    reader.block()
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect((server.host, server.port))
+    stalled.sendall(b"GET /conversations/flood/events HTTP/1.1\r\nHost: test\r\n\r\n")
+    wait_until(lambda: events.open_streams() == 2, what="the stalled stream to open")
+
+    text = "x" * 10_000
+    posted = []
+    while events.open_streams() == 2 and len(posted) < 2000:
+        posted.append(post(api, "flood", text)["id"])
+
+    assert events.open_streams() == 1, f"still open after {len(posted)} messages"
+    # The reader that keeps up got every message, once, in order.
+    assert reader.message_ids(len(posted)) == posted
+    # The server dropped the connection with its unread data, rather than
+    # keeping it open until a client that does not read would have read it.
+    wait_until(
+        lambda: not server_side_open(server.port, stalled.getsockname()[1]),
+        what="the server to drop the stalled connection",
+    )
+    stalled.close()
+
+
+def server_side_open(server_port: int, client_port: int) -> bool:
+    """Whether a process still holds the server's end of the client's TCP connection (Linux).
+
+    A socket that its process closed but whose unsent data the kernel is
+    still trying to deliver is listed with inode 0: it belongs to no process.
+    """
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                ports = tuple(int(end.split(":")[1], 16) for end in fields[1:3])
+                if ports == (server_port, client_port) and fields[9] != "0":
+                    return True
+    return False
