@@ -35,13 +35,14 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework.request import Request
 
+from api.errors import PROBLEM_CONTENT_TYPE, ServiceUnavailable, problem_exception_handler
+from api.requestlog import RequestLogMiddleware
+from api.throttles import ClientRateThrottle
 from chatproject.headers import SecurityHeadersMiddleware
-from chatproject.requestlog import RequestLogMiddleware
 
-from .errors import PROBLEM_CONTENT_TYPE, ServiceUnavailable, problem_exception_handler
+from . import rules
 from .hub import Hub, StoreUnavailable, Stream
-from .serializers import MAX_MESSAGE_ID, conversation_id_errors
-from .throttles import ClientRateThrottle
+from .inputs import conversation_id_errors
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -113,10 +114,10 @@ def resume_point(conversation_id: str, query: Mapping[str, str], header: str | N
         if raw is None:
             continue
         if not (raw.isascii() and raw.isdigit()):
-            errors[name] = ["A valid integer is required."]
+            errors[name] = [rules.NOT_AN_INTEGER]
         else:
             # As the history's before/after: ids are 64-bit, larger reads as the largest.
-            resume = min(int(raw), MAX_MESSAGE_ID) if len(raw) <= 19 else MAX_MESSAGE_ID
+            resume = min(int(raw), rules.MAX_MESSAGE_ID) if len(raw) <= 19 else rules.MAX_MESSAGE_ID
     if errors:
         raise exceptions.ValidationError(errors)
     return resume

@@ -4,7 +4,7 @@ On PostgreSQL it holds one ``LISTEN`` connection (``DATABASE_DIRECT_URL``, else
 ``DATABASE_URL``) and a pool of at most two connections for the catch-up
 queries, however many streams are open; on SQLite, which has no NOTIFY, it
 polls about every 0.5 s. Either way a wake-up of a conversation costs one
-query, the history page's own (``page_rows``), that serves all the
+query, the history page's own (conversations/selectors.py), that serves all the
 conversation's streams in this process: it reads from the lowest last id among
 them, and each stream takes only the ids above the last it was given. An idle
 stream holds no connection, no thread and no query.
@@ -34,8 +34,9 @@ from django.conf import settings
 from django.db import connection as django_connection
 from psycopg.conninfo import make_conninfo
 
-from .models import Message
-from .serializers import MAX_MESSAGE_ID, PAGE_LIMIT_MAX
+from .inputs import PageRequest
+from .rules import MAX_MESSAGE_ID, PAGE_LIMIT_MAX
+from .selectors import page_messages, page_rows, page_sql
 from .services import EVENTS_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -49,24 +50,13 @@ SQLITE_POLL_SECONDS = 0.5
 STREAM_BUFFER_BYTES = 256 * 1024
 
 
-def page_rows(conversation_id: str, *, after: int | None, limit: int) -> tuple[str, list]:
-    """The history page's query: the oldest ``limit`` after ``after``, else the newest ``limit``.
+def page(conversation_id: str, *, after: int | None, limit: int) -> PageRequest:
+    """The history page a wake-up reads: the oldest ``limit`` after ``after``, else the newest.
 
-    The one place the events read path takes its SQL from the API's.
+    Read with the API's own page query (conversations/selectors.py), bounded
+    by the largest id since a stream has no counters to bound it by.
     """
-    return Message.objects.page_sql(
-        conversation_id, limit=limit, newest=MAX_MESSAGE_ID, after=after
-    )
-
-
-def shape(rows: list[tuple], *, newest_first: bool) -> list[dict[str, Any]]:
-    """Rows as the history page renders them, oldest first."""
-    if newest_first:
-        rows.reverse()
-    return [
-        {"id": id, "sender": sender, "message": message, "created": created}
-        for id, sender, message, created in rows
-    ]
+    return PageRequest(conversation_id, limit=limit, after=after)
 
 
 class StoreUnavailable(Exception):
@@ -177,14 +167,15 @@ class PostgresStore:
             attempt += 1
 
     async def fetch(self, conversation_id: str, *, after: int | None, limit: int) -> list[dict]:
-        sql, params = page_rows(conversation_id, after=after, limit=limit)
+        wanted = page(conversation_id, after=after, limit=limit)
+        sql, params = page_sql(wanted, newest=MAX_MESSAGE_ID)
         try:
             async with self.pool.connection(timeout=2) as conn:
                 cursor = await conn.execute(sql, params)
                 rows = await cursor.fetchall()
         except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
             raise StoreUnavailable(str(error)) from error
-        return shape(rows, newest_first=after is None)
+        return page_messages(wanted, rows)
 
 
 class SqliteStore:
@@ -220,13 +211,9 @@ class SqliteStore:
         # A development convenience: Django's own SQLite connection, in a
         # short-lived worker thread, closed at once so that none is left open.
         try:
-            sql, params = page_rows(conversation_id, after=after, limit=limit)
-            with django_connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                rows = cursor.fetchall()
+            return page_rows(page(conversation_id, after=after, limit=limit), newest=MAX_MESSAGE_ID)
         finally:
             django_connection.close()
-        return shape(rows, newest_first=after is None)
 
 
 def conninfo(database: dict[str, Any]) -> str:
