@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 # Seconds between attempts to reach the database again, the last one repeated.
 BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 SQLITE_POLL_SECONDS = 0.5
+# How long a query waits for one of the pool's connections. Streams opening
+# in a burst (every client of a restarted instance reconnecting) queue for
+# them; a 503 would make EventSource give up for good, so the wait is long.
+POOL_WAIT_SECONDS = 10.0
 # A stream whose client reads slower than messages arrive is disconnected
 # (it resumes with Last-Event-ID) once this much waits for it while a send to
 # it is blocked, beyond what the server's socket buffers hold.
@@ -170,7 +174,7 @@ class PostgresStore:
         wanted = page(conversation_id, after=after, limit=limit)
         sql, params = page_sql(wanted, newest=MAX_MESSAGE_ID)
         try:
-            async with self.pool.connection(timeout=2) as conn:
+            async with self.pool.connection(timeout=POOL_WAIT_SECONDS) as conn:
                 cursor = await conn.execute(sql, params)
                 rows = await cursor.fetchall()
         except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
