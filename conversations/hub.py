@@ -126,9 +126,11 @@ class PostgresStore:
             import dj_database_url
 
             direct = dj_database_url.parse(settings.DATABASE_DIRECT_URL)
-        self.listen_conninfo = conninfo(direct)
+        # The API's connect timeout and server-side timeouts, for both.
+        options = database.get("OPTIONS", {})
+        self.listen_conninfo = conninfo(direct, options)
         self.pool = psycopg_pool.AsyncConnectionPool(
-            conninfo(database),
+            conninfo(database, options),
             min_size=1,
             max_size=2,
             kwargs={"autocommit": True},
@@ -220,10 +222,12 @@ class SqliteStore:
             django_connection.close()
 
 
-def conninfo(database: dict[str, Any]) -> str:
-    """A psycopg connection string from a Django DATABASES entry."""
+def conninfo(database: dict[str, Any], options: dict[str, Any]) -> str:
+    """A psycopg connection string from a Django DATABASES entry and the API's OPTIONS."""
     return make_conninfo(
         "",
+        connect_timeout=options.get("connect_timeout"),
+        options=options.get("options"),
         dbname=database["NAME"],
         user=database.get("USER") or None,
         password=database.get("PASSWORD") or None,
