@@ -1,4 +1,5 @@
-# make run: a development server on http://127.0.0.1:8000 with SQLite.
+# make run: a development server on http://127.0.0.1:8000 with SQLite (PORT=8001 picks another),
+# under uvicorn, so that it serves the live events too; it reloads when the code changes.
 # make test: the whole suite (SQLite by default; set DATABASE_URL for PostgreSQL).
 # make crash: the crash test (SEED=7 DURATION=60); make crash-quick: its ~10 s variant (docs/crash-test.md).
 # make fuzz: schemathesis against gunicorn (SEED=7 EXAMPLES=400; DATABASE_URL picks the database;
@@ -8,6 +9,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEV := DJANGO_DEBUG=1
+PORT ?= 8000
 
 .PHONY: run test lint format audit superuser schema seed bench soak profile crash crash-quick fuzz clean
 
@@ -33,7 +35,9 @@ run: $(VENV)/.run-installed
 	@echo "Demo data: make seed, then open http://127.0.0.1:8000/admin/conversations/conversation/"
 	@echo "           (each conversation's page has JSON and CSV downloads) or"
 	@echo "           http://127.0.0.1:8000/conversations/demo-long-thread?limit=20"
-	$(DEV) $(BIN)/python manage.py runserver 127.0.0.1:8000
+	@echo "Live:  http://127.0.0.1:8000/conversations/1234/events (new messages as they are stored)"
+	$(DEV) $(BIN)/uvicorn chatproject.asgi:application --host 127.0.0.1 --port $(PORT) --reload \
+		--reload-dir chatproject --reload-dir conversations --reload-dir demo
 
 superuser: $(VENV)/.run-installed
 	$(DEV) $(BIN)/python manage.py createsuperuser

@@ -213,6 +213,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # (and every thread) opens its own, and WAL and locking work as deployed.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
 
+# Live events (conversations/events.py). The LISTEN connection must reach the
+# primary directly: a transaction-pooling PgBouncer would drop the LISTEN.
+DATABASE_DIRECT_URL = os.environ.get("DATABASE_DIRECT_URL", "").strip()
+EVENTS_HEARTBEAT_SECONDS = env_count("EVENTS_HEARTBEAT_SECONDS", "15")
+EVENTS_MAX_SECONDS = env_count("EVENTS_MAX_SECONDS", "3600")
+if not EVENTS_HEARTBEAT_SECONDS or not EVENTS_MAX_SECONDS:
+    raise ImproperlyConfigured("EVENTS_HEARTBEAT_SECONDS and EVENTS_MAX_SECONDS must be over 0.")
+# Bounds a worker's memory: each open stream holds its buffer and two tasks.
+EVENTS_MAX_STREAMS = env_count("EVENTS_MAX_STREAMS", "2500")
+
 # How many reverse proxies in front of the service append to X-Forwarded-For.
 # The client is the address that many hops from the right; with 0 the header
 # is ignored, since anyone can send it, and the client is REMOTE_ADDR.
@@ -346,7 +356,8 @@ elif "*" in CORS_ALLOWED_ORIGINS:
     raise ImproperlyConfigured("CORS_ALLOWED_ORIGINS is either '*' alone or a list of origins.")
 CORS_URLS_REGEX = r"^/(messages|conversations)(/|$)"
 CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
-CORS_ALLOW_HEADERS = ["content-type", "idempotency-key", "if-none-match"]
+# Last-Event-ID: what EventSource sends when it reconnects to an events stream.
+CORS_ALLOW_HEADERS = ["content-type", "idempotency-key", "if-none-match", "last-event-id"]
 CORS_EXPOSE_HEADERS = ["Location", "ETag", "Link", "Retry-After", "Idempotent-Replayed"]
 CORS_PREFLIGHT_MAX_AGE = 86_400
 

@@ -123,7 +123,14 @@ def page_rows(page: PageRequest, *, newest: int) -> list[dict]:
     sql, params = page_sql(page, newest=newest)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
+        return page_messages(page, cursor.fetchall())
+
+
+def page_messages(page: PageRequest, rows: list[tuple]) -> list[dict]:
+    """``page_sql``'s rows, oldest first, shaped as a history page lists them.
+
+    The live events read the same query on a connection of their own.
+    """
     if page.after is None:
         rows.reverse()
     return [

@@ -75,15 +75,30 @@ def _message_insert(cursor: CursorWrapper, message: Message) -> int | None:
     return row[0] if row else None
 
 
+# The channel that live event streams LISTEN on (conversations/events.py).
+EVENTS_CHANNEL = "chat_messages"
+
+
 def _conversation_record(cursor: CursorWrapper, message: Message) -> None:
-    """Point the conversation's counters at its new newest message."""
+    """Point the conversation's counters at its new newest message.
+
+    On PostgreSQL the same statement NOTIFYs the live event streams: inside
+    the transaction, so the notification is delivered only if it commits, and
+    in commit order. The payload is the two ids, never the text, which could
+    pass NOTIFY's 8,000-byte limit and abort the insert.
+    """
     table = connection.ops.quote_name(Conversation._meta.db_table)
     created = connection.ops.adapt_datetimefield_value(message.created)
+    params = [message.id, created, message.id, created, message.conversation_id]
+    notify = ""
+    if connection.vendor == "postgresql":
+        notify = f" RETURNING pg_notify('{EVENTS_CHANNEL}', %s)"
+        params.append(f"{message.conversation_id} {message.id}")
     cursor.execute(
         f"UPDATE {table} SET last_message_id = %s, last_message_at = %s, "
         "first_message_id = COALESCE(first_message_id, %s), "
-        "first_message_at = COALESCE(first_message_at, %s) WHERE id = %s",
-        [message.id, created, message.id, created, message.conversation_id],
+        f"first_message_at = COALESCE(first_message_at, %s) WHERE id = %s{notify}",
+        params,
     )
 
 

@@ -14,7 +14,7 @@ EXPOSED = "Location, ETag, Link, Retry-After, Idempotent-Replayed"
 PREFLIGHT_ANSWER = {
     "access-control-allow-origin": WIDGET,
     "access-control-allow-methods": "GET, POST, OPTIONS",
-    "access-control-allow-headers": "content-type, idempotency-key, if-none-match",
+    "access-control-allow-headers": "content-type, idempotency-key, if-none-match, last-event-id",
     "access-control-expose-headers": EXPOSED,
     "access-control-max-age": "86400",
 }
