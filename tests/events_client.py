@@ -16,7 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
-from tests.live import PROJECT, LiveServer, free_port, procfile_command
+from harness.processes import PROJECT, LiveServer, free_port, release
 
 
 @dataclass
@@ -129,10 +129,7 @@ def wait_until(condition, timeout: float = 5.0, what: str = "the condition") -> 
 def asgi_live_server(env: dict[str, str], log: Path, workers: int = 2) -> Iterator[LiveServer]:
     """The release step, then chatproject.asgi under uvicorn with ``workers`` processes."""
     port = free_port()
-    release = subprocess.run(
-        procfile_command("release"), shell=True, cwd=PROJECT, env=env, capture_output=True
-    )
-    assert release.returncode == 0, release.stderr
+    release(env)
     command = [
         sys.executable, "-m", "uvicorn", "chatproject.asgi:application",
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.crash import Postgres, postgres_bindir, postgres_unavailable
+from harness.databases import ThrowawayPostgres as Postgres
+from harness.databases import fresh_database, postgres_bindir, postgres_unavailable
+from harness.processes import LiveServer, server_environment
 from tests.conftest import message, postgresql_only
 from tests.events_client import EventStream, asgi_live_server
-from tests.live import LiveServer, fresh_database, server_environment
 
 pytestmark = postgresql_only("NOTIFY and LISTEN are PostgreSQL's")
 
