@@ -125,36 +125,101 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "chatproject.wsgi.application"
 
+
+def env_flag(name: str, default: str) -> bool:
+    value = os.environ.get(name, default).strip()
+    if value not in ("0", "1"):
+        raise ImproperlyConfigured(f"{name} must be 0 or 1, not {value!r}.")
+    return value == "1"
+
+
+def env_seconds(name: str, default: str) -> float:
+    value = os.environ.get(name, default).strip()
+    if not re.fullmatch(r"\d+(\.\d+)?", value):
+        raise ImproperlyConfigured(
+            f"{name} must be a number of seconds such as 1 or 0.5, not {value!r}."
+        )
+    return float(value)
+
+
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+# Migrations, and anything else that needs a session of its own (LISTEN),
+# connect here rather than through a transaction-pooling PgBouncer.
+DATABASE_DIRECT_URL = os.environ.get("DATABASE_DIRECT_URL") or DATABASE_URL
+# A pooler sits between the service and the database: PgBouncer in transaction
+# mode hands each transaction to any server connection, so a cursor WITH HOLD
+# (Django's server-side cursors outside a transaction) would not survive.
+DATABASE_POOLED = DATABASE_DIRECT_URL != DATABASE_URL
+# psycopg prepares a statement after its fifth use on a connection; a
+# transaction-pooling PgBouncer before 1.21 passes a prepared statement to
+# whichever server connection comes next, which does not know it.
+DATABASE_PREPARED_STATEMENTS = env_flag("DATABASE_PREPARED_STATEMENTS", "1")
+DATABASE_REPLICA_URLS = env_list("DATABASE_REPLICA_URLS", "")
+# A history read without a Consistency-Token may be served by a replica whose
+# replay is at most this far behind the primary (conversations' freshness).
+DATABASE_REPLICA_MAX_LAG = env_seconds("DATABASE_REPLICA_MAX_LAG", "1")
+# For the scale test's negative control only (bench/scale.py): replicas judge
+# every read by their lag alone, so a writer can read its history stale.
+DATABASE_REPLICA_IGNORE_TOKEN = env_flag("DATABASE_REPLICA_IGNORE_TOKEN", "0")
+
+
+def database(url: str, *, pooled: bool = False) -> dict:
+    config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend with a cheaper test of a reused connection
+        # (chatproject/postgresql/base.py): no SELECT 1 before each request.
+        config["ENGINE"] = "chatproject.postgresql"
+        # Server-side parameters let psycopg prepare each statement after its
+        # fifth use on a connection: the hot queries are then planned once per
+        # connection instead of once per request. Safe with persistent
+        # connections, and behind PgBouncer 1.21 or later
+        # (max_prepared_statements); DATABASE_PREPARED_STATEMENTS=0 before it.
+        prepare_threshold = 5 if DATABASE_PREPARED_STATEMENTS else None
+        config.setdefault("OPTIONS", {}).update(
+            server_side_binding=True, prepare_threshold=prepare_threshold
+        )
+        config["DISABLE_SERVER_SIDE_CURSORS"] = pooled
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # IMMEDIATE takes the write lock when a transaction starts, and the busy
+        # timeout makes a second writer wait for it instead of failing with
+        # "database is locked". WAL lets readers run while a write is in progress.
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        # The test database is a file too, as in production: every connection
+        # (and every thread) opens its own, and WAL and locking work as deployed.
+        config["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+    return config
+
+
 DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=600,
-        conn_health_checks=True,
-    )
+    "default": database(DATABASE_URL, pooled=DATABASE_POOLED),
+    # The same database, not through the pooler (the Procfile's release step
+    # migrates through it). In tests it is the default connection's database.
+    "direct": {**database(DATABASE_DIRECT_URL), "TEST": {"MIRROR": "default"}},
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django's backend with a cheaper test of a reused connection
-    # (chatproject/postgresql/base.py): no SELECT 1 before each request.
-    DATABASES["default"]["ENGINE"] = "chatproject.postgresql"
-    # Server-side parameters let psycopg prepare each statement after its
-    # fifth use on a connection: the hot queries are then planned once per
-    # connection instead of once per request. Safe with persistent
-    # connections and no transaction-pooling proxy in between.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        server_side_binding=True, prepare_threshold=5
-    )
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # IMMEDIATE takes the write lock when a transaction starts, and the busy
-    # timeout makes a second writer wait for it instead of failing with
-    # "database is locked". WAL lets readers run while a write is in progress.
-    DATABASES["default"]["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-    # The test database is a file too, as in production: every connection
-    # (and every thread) opens its own, and WAL and locking work as deployed.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+if DATABASE_REPLICA_URLS:
+    if DATABASES["default"]["ENGINE"] != "chatproject.postgresql":
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URLS needs PostgreSQL: DATABASE_URL is not a postgres:// URL, "
+            "and SQLite has no replicas. Unset DATABASE_REPLICA_URLS."
+        )
+    for number, url in enumerate(DATABASE_REPLICA_URLS, start=1):
+        replica = database(url, pooled=DATABASE_POOLED)
+        if replica["ENGINE"] != "chatproject.postgresql":
+            raise ImproperlyConfigured(
+                f"DATABASE_REPLICA_URLS: replica {number} is not a postgres:// URL."
+            )
+        # A replica that is down must cost a read little before the primary answers.
+        replica["OPTIONS"]["connect_timeout"] = 1
+        # Tests read the test database through it: it is the primary there.
+        replica["TEST"] = {"MIRROR": "default"}
+        DATABASES[f"replica{number}"] = replica
+# Everything uses the primary, except the history reads that chatproject.replicas
+# sends to a replica; no migration ever runs on a replica.
+DATABASE_ROUTERS = ["chatproject.replicas.PrimaryRouter"]
 
 # How many reverse proxies in front of the service append to X-Forwarded-For.
 # The client is the address that many hops from the right; with 0 the header
