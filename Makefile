@@ -1,6 +1,7 @@
 # make run: a development server on http://127.0.0.1:8000 with SQLite.
 # make test: the whole suite (SQLite by default; set DATABASE_URL for PostgreSQL).
 # make crash: the crash test (SEED=7 DURATION=60); make crash-quick: its ~10 s variant.
+# make scale-test: two instances, PgBouncer and a streaming replica, and its negative control.
 # make fuzz: schemathesis against gunicorn (SEED=7 EXAMPLES=400; DATABASE_URL picks the database).
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEV := DJANGO_DEBUG=1
 
-.PHONY: run test lint format audit superuser schema seed bench soak profile crash crash-quick fuzz clean
+.PHONY: run test lint format audit superuser schema seed bench soak profile crash crash-quick scale-test fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +69,11 @@ crash: $(VENV)/.run-installed
 
 crash-quick: $(VENV)/.run-installed
 	$(BIN)/python bench/crash.py --quick --seed $(SEED)
+
+# Builds its own primary, replica and PgBouncers (Debian's pgbouncer, installed if missing as
+# root) on free ports; needs Redis on 127.0.0.1:6379. tests/test_scale.py runs its --quick variant.
+scale-test: $(VENV)/.run-installed
+	$(BIN)/python bench/scale.py
 
 # Known vulnerabilities in the pinned runtime dependencies (pip-audit asks PyPI).
 audit: $(VENV)/.dev-installed

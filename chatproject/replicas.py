@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 
 PRIMARY = "default"
+REPLICA_PREFIX = "replica"
 TOKEN_HEADER = "Consistency-Token"
 TOKEN_COOKIE = "consistency_token"
 # Long enough to outlive any sane replication lag; after it, a read without a
@@ -61,11 +62,12 @@ class PrimaryRouter:
         return PRIMARY
 
     def allow_migrate(self, db: str, app_label: str, **hints) -> bool:
-        return db not in replica_aliases()
+        return not db.startswith(REPLICA_PREFIX)
 
 
 def replica_aliases() -> list[str]:
-    return [alias for alias in settings.DATABASES if alias.startswith("replica")]
+    """The replicas' aliases: settings names them replica1, replica2, ..."""
+    return [alias for alias in settings.DATABASES if alias.startswith(REPLICA_PREFIX)]
 
 
 def replicas_configured() -> bool:

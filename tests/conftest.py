@@ -62,3 +62,26 @@ def unreachable_database():
     connection.close()
     connection.settings_dict.clear()
     connection.settings_dict.update(saved)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With DATABASE_REPLICA_URLS set, a test that may query the primary may query the replicas.
+
+    In tests each replica is the test database itself (a test mirror): the
+    history reads ask it whether it is a standby, hear that it is not, and
+    read the primary, so the suite runs the same requests with and without
+    replicas configured.
+    """
+    from chatproject.replicas import replica_aliases
+
+    replicas = replica_aliases()
+    if not replicas:
+        return
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is None or "databases" in marker.kwargs:
+            continue
+        item.add_marker(
+            pytest.mark.django_db(*marker.args, **marker.kwargs, databases=["default", *replicas]),
+            append=False,
+        )
