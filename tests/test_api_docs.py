@@ -10,13 +10,13 @@ from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from rest_framework.exceptions import ValidationError
 
-from conversations.schema import (
+from conversations.inputs import message_input
+from conversations.rules import (
     CONVERSATION_ID_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
     MESSAGE_PATTERN,
     SENDER_PATTERN,
 )
-from conversations.serializers import message_input
 
 pytestmark = pytest.mark.django_db
 

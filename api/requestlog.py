@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponseBase
 
-from conversations.throttles import client_ip
+from .clients import client_ip
 
 logger = logging.getLogger("chatproject.requests")
 
