@@ -111,6 +111,15 @@ def say(text: str) -> None:
 class Primary(Postgres):
     """initdb's defaults already stream WAL to replicas (wal_level replica, 10 senders)."""
 
+    def create(self) -> None:
+        super().create()
+        # The service's time zone: neither Django nor PgBouncer then sets it on
+        # each new connection, so every transaction in the replica's
+        # pg_stat_database is a read the service ran there.
+        with admin_connection(self) as admin:
+            admin.execute("ALTER SYSTEM SET timezone = 'UTC'")
+            admin.execute("SELECT pg_reload_conf()")
+
     def append_conf(self, text: str) -> None:
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(text)

@@ -91,6 +91,33 @@ def token_parse(*values: str | None) -> str | None:
     return best[1] if best else None
 
 
+def consistency_token(request) -> str | None:
+    """The reader's token (header or cookie), when replicas are configured and it is well-formed."""
+    if not replicas_configured():
+        return None
+    return token_parse(request.headers.get(TOKEN_HEADER), request.COOKIES.get(TOKEN_COOKIE))
+
+
+def remember_writes(response):
+    """Give a write's answer the token its client's later reads carry, when replicas are configured.
+
+    The header is for any client (widgets on other origins echo it); the
+    cookie is for same-origin browsers, which then send it on every read.
+    """
+    if replicas_configured():
+        token = token_after_commit()
+        response[TOKEN_HEADER] = token
+        response.set_cookie(
+            TOKEN_COOKIE,
+            token,
+            max_age=TOKEN_COOKIE_MAX_AGE,
+            httponly=True,
+            samesite="Lax",
+            secure=settings.HTTPS,
+        )
+    return response
+
+
 def token_after_commit() -> str:
     """The primary's WAL insert position now: past the commit of every write acknowledged so far.
 

@@ -349,8 +349,15 @@ elif "*" in CORS_ALLOWED_ORIGINS:
     raise ImproperlyConfigured("CORS_ALLOWED_ORIGINS is either '*' alone or a list of origins.")
 CORS_URLS_REGEX = r"^/(messages|conversations)(/|$)"
 CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
-CORS_ALLOW_HEADERS = ["content-type", "idempotency-key", "if-none-match"]
-CORS_EXPOSE_HEADERS = ["Location", "ETag", "Link", "Retry-After", "Idempotent-Replayed"]
+CORS_ALLOW_HEADERS = ["content-type", "idempotency-key", "if-none-match", "consistency-token"]
+CORS_EXPOSE_HEADERS = [
+    "Location",
+    "ETag",
+    "Link",
+    "Retry-After",
+    "Idempotent-Replayed",
+    "Consistency-Token",
+]
 CORS_PREFLIGHT_MAX_AGE = 86_400
 
 LOGGING = {

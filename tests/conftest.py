@@ -64,6 +64,18 @@ def unreachable_database():
     connection.settings_dict.update(saved)
 
 
+@pytest.fixture(autouse=True)
+def _close_replica_connections():
+    """The replicas' connections are not the test's: close them, so the test database can go."""
+    yield
+    from django.db import connections
+
+    from chatproject.replicas import replica_aliases
+
+    for alias in replica_aliases():
+        connections[alias].close()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """With DATABASE_REPLICA_URLS set, a test that may query the primary may query the replicas.
 
