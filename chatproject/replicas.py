@@ -12,8 +12,8 @@ the reader, and it proves that in the same transaction that reads the page:
 PostgreSQL replays WAL forward only, so a replica that has replayed past the
 token when the transaction starts has the reader's writes for all of it. A
 replica that is down, refuses, times out or errs is skipped for
-``REPLICA_RETRY_SECONDS`` and the primary answers; each skip is logged once
-per interval, not per request.
+``REPLICA_RETRY_SECONDS`` and the primary answers; each kind of skip is
+logged once per ``SKIP_LOG_SECONDS`` per process, not per request.
 """
 
 from __future__ import annotations
@@ -37,12 +37,15 @@ TOKEN_COOKIE = "consistency_token"
 # Long enough to outlive any sane replication lag; after it, a read without a
 # token is judged by lag alone, which the write has long passed.
 TOKEN_COOKIE_MAX_AGE = 300
-# How long a failed replica is left alone before a read tries it again, and
-# how often the same complaint about one replica is logged.
-REPLICA_RETRY_SECONDS = 5.0
+# How long a failed replica is left alone before a read tries it again (one
+# read per worker process then pays the connect timeout to find out), and how
+# often the same complaint about one replica is logged.
+REPLICA_RETRY_SECONDS = 2.0
+SKIP_LOG_SECONDS = 60.0
 
-# PostgreSQL's text form of an LSN: two hexadecimal halves of 32 bits each.
-_LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
+# A token is the WAL position as 16 hexadecimal digits: legal as it is in a
+# header and a cookie, and clients are told it is opaque.
+_TOKEN = re.compile(r"[0-9A-Fa-f]{16}")
 # SQLSTATE classes that say the session is gone, not that one query failed:
 # connection exceptions (08) and operator intervention (57: shutdown, a
 # replica's recovery conflict that ends the session).
@@ -74,21 +77,21 @@ def replicas_configured() -> bool:
     return bool(settings.DATABASE_REPLICA_URLS)
 
 
-def token_parse(*values: str | None) -> str | None:
-    """The newest well-formed token among the values (header, cookie); None if there is none.
+def token_lsn(token: str) -> str:
+    """A token's WAL position in PostgreSQL's text form (``16/B374D848``)."""
+    position = int(token, 16)
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
 
-    A malformed token is ignored: the read is then judged as one without a
-    token, never refused.
+
+def token_parse(*values: str | None) -> str | None:
+    """The WAL position of the newest well-formed token among the values (header, cookie).
+
+    None if there is none: a malformed token is ignored, and the read is then
+    judged as one without a token, never refused.
     """
-    best: tuple[int, str] | None = None
-    for value in values:
-        if not value or not _LSN.fullmatch(value := value.strip().upper()):
-            continue
-        high, low = value.split("/")
-        position = int(high, 16) << 32 | int(low, 16)
-        if best is None or position > best[0]:
-            best = (position, value)
-    return best[1] if best else None
+    tokens = [value.strip() for value in values if value]
+    positions = [int(token, 16) for token in tokens if _TOKEN.fullmatch(token)]
+    return token_lsn(f"{max(positions):016X}") if positions else None
 
 
 def consistency_token(request) -> str | None:
@@ -125,8 +128,8 @@ def token_after_commit() -> str:
     a commit can return before its record is flushed.
     """
     with connections[PRIMARY].cursor() as cursor:
-        cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
-        return cursor.fetchone()[0]
+        cursor.execute("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
+        return f"{cursor.fetchone()[0]:016X}"
 
 
 class _Skips:
@@ -149,9 +152,7 @@ class _Skips:
     def log(self, alias: str, reason: str, text: str) -> None:
         now = time.monotonic()
         with self._lock:
-            if now - self._logged_at.get((alias, reason), -REPLICA_RETRY_SECONDS) < (
-                REPLICA_RETRY_SECONDS
-            ):
+            if now - self._logged_at.get((alias, reason), -SKIP_LOG_SECONDS) < SKIP_LOG_SECONDS:
                 return
             self._logged_at[(alias, reason)] = now
         logger.warning(text)
