@@ -359,9 +359,14 @@ def nemesis(
         if stop_replica and cycle == STOP_CYCLE:
             # Count what the replica served so far: its statistics start again
             # from zero when it recovers after a restart.
-            stats.append(replica_commits(replica, bouncer))
+            # PgBouncer stays paused until the replica is down, so that no read
+            # commits there between the count and the stop.
+            stats.append(replica_commits(replica, bouncer, resume=False))
             went_down = time.time()
-            replica.stop()
+            try:
+                replica.stop()
+            finally:
+                bouncer.admin("RESUME chat")
             time.sleep(STOP_FOR)
             replica.start()
             timeline.down.append((went_down, time.time()))
@@ -382,8 +387,8 @@ def nemesis(
         timeline.paused.append((paused_at, resumed_at, position))
 
 
-def replica_commits(replica: Replica, bouncer: PgBouncer | None) -> int:
-    """Transactions committed in the replica's ``chat`` database, per ``pg_stat_database``.
+def replica_commits(replica: Replica, bouncer: PgBouncer | None, resume: bool = True) -> int:
+    """Transactions the service committed in the replica's ``chat`` database (``pg_stat_database``).
 
     A backend reports its counts when it goes idle, at most once a second, or
     when it exits: pausing PgBouncer closes every server connection, so the
@@ -394,11 +399,12 @@ def replica_commits(replica: Replica, bouncer: PgBouncer | None) -> int:
         time.sleep(0.2)
     try:
         with admin_connection(replica) as admin:
+            # Each new session commits one transaction of its own as it starts.
             return admin.execute(
-                "SELECT xact_commit FROM pg_stat_database WHERE datname = 'chat'"
+                "SELECT xact_commit - sessions FROM pg_stat_database WHERE datname = 'chat'"
             ).fetchone()[0]
     finally:
-        if bouncer is not None:
+        if bouncer is not None and resume:
             bouncer.admin("RESUME chat")
 
 
