@@ -679,12 +679,92 @@ def report(name: str, verdict: Verdict) -> None:
     print(f"  RESULT: {'OK' if not verdict.failures else 'FAILED'}", flush=True)
 
 
+def measure(
+    root: Path,
+    primary: Primary,
+    replica: Replica,
+    bouncers: dict[str, PgBouncer],
+    seconds: float,
+) -> None:
+    """POST, then GET (with the token) req/s against one of two instances, and what it cost."""
+    env = web_environment(primary, bouncers, ignore_token=False)
+    with ExitStack() as cleanup:
+        webs = []
+        for n in (1, 2):
+            web_root = root / f"measure-web{n}"
+            web_root.mkdir()
+            web = Gunicorn(env, web_root)
+            cleanup.callback(web.stop)
+            web.start()
+            webs.append(web)
+        port = webs[0].port
+        samples, stop_sampler = Samples(), threading.Event()
+        sampling = threading.Thread(
+            target=sampler,
+            args=({"primary": primary, "replica": replica}, primary, samples, stop_sampler),
+            daemon=True,
+        )
+        sampling.start()
+        tokens: dict[int, str] = {}
+        counts: dict[str, int] = {}
+
+        def load(kind: str, number: int, until: float) -> None:
+            connection = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT)
+            conversation = f"measure-{number}"
+            done = 0
+            while time.monotonic() < until:
+                if kind == "POST":
+                    body = {"sender": "m", "conversation_id": conversation, "message": "hello"}
+                    status, headers, _ = request(connection, "POST", "/messages/", body)
+                    tokens[number] = headers.get(TOKEN.lower(), "")
+                else:
+                    status, _, _ = request(
+                        connection,
+                        "GET",
+                        f"/conversations/{conversation}",
+                        None,
+                        {TOKEN: tokens.get(number, "")},
+                    )
+                done += status < 300
+            counts[kind] = counts.get(kind, 0) + done
+
+        for kind in ("POST", "GET"):
+            before = replica_commits(replica, bouncers["replica"])
+            until = time.monotonic() + seconds
+            threads = [threading.Thread(target=load, args=(kind, n, until)) for n in range(CLIENTS)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            served = replica_commits(replica, bouncers["replica"]) - before
+            line = f"{kind}: {counts[kind] / seconds:.0f} req/s ({CLIENTS} clients, one instance)"
+            if kind == "GET":
+                line += f"; the replica served {served / max(1, counts[kind]):.1%} of them"
+            say(line)
+        stop_sampler.set()
+        sampling.join(timeout=10)
+    lags = sorted(lag for _, lag in samples.lag if lag == lag)
+    say(
+        f"server connections at most {samples.connections} (pool {POOL_SIZE}; without PgBouncer "
+        f"up to 2 instances x 2 workers x {os.environ.get('GUNICORN_THREADS', '4')} threads)"
+    )
+    if lags:
+        p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+        say(
+            f"replay lag p50 {statistics.median(lags) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
+            f"({len(lags)} samples of pg_stat_replication.replay_lag)"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of load per run")
     parser.add_argument("--quick", action="store_true", help="6 s per run (make test)")
     parser.add_argument("--no-control", action="store_true", help="skip the negative control")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--measure", type=float, metavar="SECONDS", help="measure req/s instead of checking"
+    )
     args = parser.parse_args()
     duration = 6.0 if args.quick else args.duration
     install_pgbouncer()
@@ -719,6 +799,9 @@ def main() -> int:
             f"primary on {HOST}:{primary.port}, replica on {HOST}:{replica.port}, PgBouncer on "
             f"{bouncers['primary'].port} and {bouncers['replica'].port} (pool {POOL_SIZE})"
         )
+        if args.measure:
+            measure(root, primary, replica, bouncers, args.measure)
+            return 0
         verdict = run_once("run", root, primary, replica, bouncers, duration, False)
         report("run (Consistency-Token honoured)", verdict)
         if args.no_control:
