@@ -690,63 +690,50 @@ def measure(
     bouncers: dict[str, PgBouncer],
     seconds: float,
 ) -> None:
-    """POST, then GET (with the token) req/s against one of two instances, and what it cost."""
-    env = web_environment(primary, bouncers, ignore_token=False)
-    with ExitStack() as cleanup:
-        webs = []
-        for n in (1, 2):
-            web_root = root / f"measure-web{n}"
-            web_root.mkdir()
-            web = Gunicorn(env, web_root)
-            cleanup.callback(web.stop)
-            web.start()
-            webs.append(web)
-        port = webs[0].port
-        samples, stop_sampler = Samples(), threading.Event()
-        sampling = threading.Thread(
-            target=sampler,
-            args=({"primary": primary, "replica": replica}, primary, samples, stop_sampler),
-            daemon=True,
-        )
-        sampling.start()
-        tokens: dict[int, str] = {}
-        counts: dict[str, int] = {}
+    """POST, then GET (with the token) req/s against one of two instances, and what it cost.
 
-        def load(kind: str, number: int, until: float) -> None:
-            connection = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT)
-            conversation = f"measure-{number}"
-            done = 0
-            while time.monotonic() < until:
-                if kind == "POST":
-                    body = {"sender": "m", "conversation_id": conversation, "message": "hello"}
-                    status, headers, _ = request(connection, "POST", "/messages/", body)
-                    tokens[number] = headers.get(TOKEN.lower(), "")
-                else:
-                    status, _, _ = request(
-                        connection,
-                        "GET",
-                        f"/conversations/{conversation}",
-                        None,
-                        {TOKEN: tokens.get(number, "")},
-                    )
-                done += status < 300
-            counts[kind] = counts.get(kind, 0) + done
-
-        for kind in ("POST", "GET"):
-            before = replica_commits(replica, bouncers["replica"])
-            until = time.monotonic() + seconds
-            threads = [threading.Thread(target=load, args=(kind, n, until)) for n in range(CLIENTS)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            served = replica_commits(replica, bouncers["replica"]) - before
-            line = f"{kind}: {counts[kind] / seconds:.0f} req/s ({CLIENTS} clients, one instance)"
-            if kind == "GET":
-                line += f"; the replica served {served / max(1, counts[kind]):.1%} of them"
-            say(line)
-        stop_sampler.set()
-        sampling.join(timeout=10)
+    The GETs run twice: with the replica configured, then without it (every
+    read on the primary), so that the price of the replica's check shows.
+    """
+    samples, stop_sampler = Samples(), threading.Event()
+    sampling = threading.Thread(
+        target=sampler,
+        args=({"primary": primary, "replica": replica}, primary, samples, stop_sampler),
+        daemon=True,
+    )
+    sampling.start()
+    tokens: dict[int, str] = {}
+    for setup, kinds in (("with the replica", ("POST", "GET")), ("primary only", ("GET",))):
+        env = web_environment(primary, bouncers, ignore_token=False)
+        if setup == "primary only":
+            env.pop("DATABASE_REPLICA_URLS")
+        with ExitStack() as cleanup:
+            webs = []
+            for n in (1, 2):
+                web_root = root / f"measure-{len(kinds)}-web{n}"
+                web_root.mkdir()
+                web = Gunicorn(env, web_root)
+                cleanup.callback(web.stop)
+                web.start()
+                webs.append(web)
+            for kind in kinds:
+                before = replica_commits(replica, bouncers["replica"])
+                count = load(kind, webs[0].port, seconds, tokens)
+                served = replica_commits(replica, bouncers["replica"]) - before
+                durations = sorted(
+                    json.loads(line)["duration_ms"]
+                    for line in webs[0].log.read_text(errors="replace").splitlines()
+                    if line.startswith("{") and f'"method":"{kind}"' in line
+                )
+                line = (
+                    f"{setup}: {kind} {count / seconds:.0f} req/s ({CLIENTS} clients, one "
+                    f"instance), server time p50 {statistics.median(durations):.2f} ms"
+                )
+                if kind == "GET":
+                    line += f"; the replica served {served / max(1, count):.1%} of them"
+                say(line)
+    stop_sampler.set()
+    sampling.join(timeout=10)
     lags = sorted(lag for _, lag in samples.lag if lag == lag)
     say(
         f"server connections at most {samples.connections} (pool {POOL_SIZE}; without PgBouncer "
@@ -758,6 +745,34 @@ def measure(
             f"replay lag p50 {statistics.median(lags) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
             f"({len(lags)} samples of pg_stat_replication.replay_lag)"
         )
+
+
+def load(kind: str, port: int, seconds: float, tokens: dict[int, str]) -> int:
+    """CLIENTS threads sending one kind of request for so long; how many succeeded."""
+    until = time.monotonic() + seconds
+    counts: list[int] = []
+
+    def one(number: int) -> None:
+        connection = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT)
+        conversation = f"measure-{number}"
+        done = 0
+        while time.monotonic() < until:
+            if kind == "POST":
+                body = {"sender": "m", "conversation_id": conversation, "message": "hello"}
+                status, headers, _ = request(connection, "POST", "/messages/", body)
+                tokens[number] = headers.get(TOKEN.lower(), "")
+            else:
+                path = f"/conversations/{conversation}"
+                status, _, _ = request(connection, "GET", path, None, {TOKEN: tokens[number]})
+            done += status < 300
+        counts.append(done)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts)
 
 
 def main() -> int:
