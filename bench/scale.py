@@ -214,6 +214,27 @@ class PgBouncer:
             self.process.wait(timeout=30)
 
 
+def topology_up(
+    bindir: Path, root: Path, cleanup: ExitStack
+) -> tuple[Primary, Replica, dict[str, PgBouncer]]:
+    """The primary, its streaming replica, and a PgBouncer in front of each; stopped by cleanup."""
+    primary = Primary(bindir, root / "primary")
+    replica = Replica(bindir, root / "replica")
+    for server in (primary, replica):
+        server.root.mkdir()
+        cleanup.callback(server.destroy)
+    primary.create()
+    replica.create_from(primary)
+    bouncers = {
+        "primary": PgBouncer(root, "pgbouncer-primary", primary),
+        "replica": PgBouncer(root, "pgbouncer-replica", replica),
+    }
+    for bouncer in bouncers.values():
+        cleanup.callback(bouncer.stop)
+        bouncer.start()
+    return primary, replica, bouncers
+
+
 def admin_connection(server: Postgres) -> psycopg.Connection:
     """A connection to the server's ``postgres`` database: its activity is not the service's."""
     return psycopg.connect(server.url_of("postgres"), autocommit=True)
@@ -414,7 +435,7 @@ class Samples:
     lag: list[tuple[float, float]] = field(default_factory=list)
 
 
-def sampler(servers: dict[str, Postgres], primary: Postgres, samples: Samples, stop) -> None:
+def sampler(servers: dict[str, Postgres], samples: Samples, stop: threading.Event) -> None:
     """Server connections of the service on each PostgreSQL, and the replica's replay lag."""
     admins: dict[str, psycopg.Connection] = {}
     while not stop.is_set():
@@ -540,7 +561,7 @@ def run_once(
         run_id = uuid.uuid4().hex[:8]
         servers = {"primary": primary, "replica": replica}
         sampling = threading.Thread(
-            target=sampler, args=(servers, primary, samples, stop_sampler), daemon=True
+            target=sampler, args=(servers, samples, stop_sampler), daemon=True
         )
         clients = [
             threading.Thread(
@@ -698,7 +719,7 @@ def measure(
     samples, stop_sampler = Samples(), threading.Event()
     sampling = threading.Thread(
         target=sampler,
-        args=({"primary": primary, "replica": replica}, primary, samples, stop_sampler),
+        args=({"primary": primary, "replica": replica}, samples, stop_sampler),
         daemon=True,
     )
     sampling.start()
@@ -796,18 +817,7 @@ def main() -> int:
         if os.geteuid() == 0:
             # PostgreSQL and PgBouncer run as postgres, in directories below it.
             shutil.chown(root, "postgres", "postgres")
-        primary = Primary(bindir, root / "primary")
-        replica = Replica(bindir, root / "replica")
-        for server in (primary, replica):
-            server.root.mkdir()
-            cleanup.callback(server.destroy)
-        primary.create()
-        replica.create_from(primary)
-        bouncers = {"primary": PgBouncer(root, "pgbouncer-primary", primary)}
-        bouncers["replica"] = PgBouncer(root, "pgbouncer-replica", replica)
-        for bouncer in bouncers.values():
-            cleanup.callback(bouncer.stop)
-            bouncer.start()
+        primary, replica, bouncers = topology_up(bindir, root, cleanup)
         env = web_environment(primary, bouncers, ignore_token=False)
         release = subprocess.run(
             procfile_command("release"), shell=True, cwd=PROJECT, env=env, capture_output=True

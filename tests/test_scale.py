@@ -21,16 +21,15 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from bench.scale import (
-    PgBouncer,
-    Primary,
-    Replica,
     admin_connection,
     install_pgbouncer,
     postgres_bindir,
     replica_transactions,
     temporary_root,
+    topology_up,
     unavailable,
     web_environment,
 )
@@ -38,7 +37,9 @@ from chatproject.replicas import token_lsn
 from tests.conftest import postgresql_only
 from tests.live import PROJECT, LiveServer, live_server
 
-install_pgbouncer()
+if connection.vendor == "postgresql":
+    # As the browser tests' Chromium: Debian's package, installed if missing (as root).
+    install_pgbouncer()
 pytestmark = [
     postgresql_only("read replicas and PgBouncer are PostgreSQL's"),
     pytest.mark.skipif(unavailable() is not None, reason=f"scale test: {unavailable()}"),
@@ -51,25 +52,7 @@ MAX_LAG = 0.5
 
 class Topology:
     def __init__(self, root: Path, cleanup: ExitStack) -> None:
-        bindir = postgres_bindir()
-        self.primary = Primary(bindir, root / "primary")
-        self.replica = Replica(bindir, root / "replica")
-        for server in (self.primary, self.replica):
-            server.root.mkdir()
-            cleanup.callback(server.destroy)
-        self.primary.create()
-        self.replica.create_from(self.primary)
-        self.bouncers = {
-            "primary": PgBouncer(root, "pgbouncer-primary", self.primary),
-            "replica": PgBouncer(root, "pgbouncer-replica", self.replica),
-        }
-        for bouncer in self.bouncers.values():
-            cleanup.callback(bouncer.stop)
-            bouncer.start()
-
-    def replay_position(self) -> str:
-        with admin_connection(self.replica) as admin:
-            return admin.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]
+        self.primary, self.replica, self.bouncers = topology_up(postgres_bindir(), root, cleanup)
 
     def wait_for_replay(self, token: str) -> None:
         deadline = time.monotonic() + 10
