@@ -110,7 +110,7 @@ def test_each_replica_gets_an_alias_a_short_connect_timeout_and_mirrors_the_prim
         "replica2",
     ]
     assert databases["replica2"]["NAME"] == "chat2"
-    assert databases["replica1"]["OPTIONS"]["connect_timeout"] == 1
+    assert databases["replica1"]["OPTIONS"]["connect_timeout"] == 2
     assert databases["replica1"]["TEST"]["MIRROR"] == "default"
 
 
