@@ -642,6 +642,11 @@ def check(
         if start <= t.at < end and t.token is not None and lsn(t.token) > lsn(position)
     ]
     served_paused = [t for t in served if not timeline.replaying(t.at)]
+    while_down = [
+        r.ended - r.started
+        for r in ledger.reads
+        if any(a <= r.started < b for a, b in timeline.down)
+    ]
     counted = stats[1] - stats[0] + (stats[-1] - stats[2] if len(stats) == 4 else 0)
     share = len(served_replaying) / len(while_replaying) if while_replaying else 0.0
     figures.update(
@@ -657,6 +662,8 @@ def check(
         replica_served_while_paused=len(served_paused),
         replica_served_past_token_while_paused=len(past_token),
         max_server_connections=samples.connections,
+        reads_while_replica_down=len(while_down),
+        slowest_read_while_replica_down_ms=round(max(while_down, default=0.0) * 1000, 1),
     )
     lags = sorted(lag for at, lag in samples.lag if timeline.replaying(at) and lag == lag)
     if lags:

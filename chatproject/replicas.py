@@ -40,7 +40,7 @@ TOKEN_COOKIE_MAX_AGE = 300
 # How long a failed replica is left alone before a read tries it again (one
 # read per worker process then pays the connect timeout to find out), and how
 # often the same complaint about one replica is logged.
-REPLICA_RETRY_SECONDS = 2.0
+REPLICA_RETRY_SECONDS = 1.0
 SKIP_LOG_SECONDS = 60.0
 
 # A token is the WAL position as 16 hexadecimal digits: legal as it is in a
