@@ -373,8 +373,15 @@ LOGGING = {
             "timestamp": "time",
         },
     },
+    "filters": {"request_id": {"()": "api.requestlog.RequestIdFilter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler"},
+        # Everything but the request lines, on stderr: one JSON line each, a
+        # traceback included, with the id of the request it was logged for.
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["request_id"],
+        },
         "requests": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
