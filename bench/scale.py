@@ -119,6 +119,10 @@ class Primary(Postgres):
         with admin_connection(self) as admin:
             admin.execute("ALTER SYSTEM SET timezone = 'UTC'")
             admin.execute("SELECT pg_reload_conf()")
+            # PgBouncer 1.18 refuses the timeouts in the startup packet
+            # (DJANGO_DB_SERVER_TIMEOUTS=off): the role carries them instead.
+            admin.execute("ALTER ROLE postgres SET statement_timeout = '5s'")
+            admin.execute("ALTER ROLE postgres SET lock_timeout = '2s'")
 
     def append_conf(self, text: str) -> None:
         with (self.data / "postgresql.conf").open("a") as conf:
@@ -524,6 +528,7 @@ def web_environment(primary: Postgres, bouncers: dict[str, PgBouncer], ignore_to
         DATABASE_DIRECT_URL=primary.url,
         DATABASE_REPLICA_URLS=bouncers["replica"].url,
         DATABASE_PREPARED_STATEMENTS="0",
+        DJANGO_DB_SERVER_TIMEOUTS="off",
         DATABASE_REPLICA_IGNORE_TOKEN="1" if ignore_token else "0",
         REDIS_URL=REDIS_URL,
         # One address, eight busy clients: limits far above what they send,

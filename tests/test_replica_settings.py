@@ -78,7 +78,12 @@ def test_without_the_new_settings_the_primary_connection_is_as_it_was():
 
     assert set(databases) == {"default", "direct"}
     assert databases["default"]["ENGINE"] == "chatproject.postgresql"
-    assert databases["default"]["OPTIONS"] == {"server_side_binding": True, "prepare_threshold": 5}
+    assert databases["default"]["OPTIONS"] == {
+        "connect_timeout": 2,
+        "options": "-c statement_timeout=5000 -c lock_timeout=2000",
+        "server_side_binding": True,
+        "prepare_threshold": 5,
+    }
     assert databases["default"]["DISABLE_SERVER_SIDE_CURSORS"] is False
     assert databases["default"]["CONN_MAX_AGE"] == 600
     assert databases["default"]["CONN_HEALTH_CHECKS"] is True
