@@ -265,6 +265,9 @@ if DATABASE_REPLICA_URLS:
         # answers: 2 s, the least libpq and psycopg take, whatever
         # DJANGO_DB_CONNECT_TIMEOUT says for the primary.
         replica["OPTIONS"]["connect_timeout"] = 2
+        # A replica that hangs (frozen, a stuck host) must cost a read no more
+        # than a second before the primary answers it.
+        replica["CLIENT_DEADLINE"] = 1.0
         # Tests read the test database through it: it is the primary there.
         replica["TEST"] = {"MIRROR": "default"}
         DATABASES[f"replica{number}"] = replica

@@ -116,6 +116,7 @@ def test_each_replica_gets_an_alias_a_short_connect_timeout_and_mirrors_the_prim
     ]
     assert databases["replica2"]["NAME"] == "chat2"
     assert databases["replica1"]["OPTIONS"]["connect_timeout"] == 2
+    assert databases["replica1"]["CLIENT_DEADLINE"] == 1.0
     assert databases["replica1"]["TEST"]["MIRROR"] == "default"
 
 
