@@ -2,6 +2,7 @@
 # under uvicorn, so that it serves the live events too; it reloads when the code changes.
 # make test: the whole suite (SQLite by default; set DATABASE_URL for PostgreSQL).
 # make crash: the crash test (SEED=7 DURATION=60); make crash-quick: its ~10 s variant (docs/crash-test.md).
+# make scale-test: two instances, PgBouncer and a streaming replica, and its negative control.
 # make fuzz: schemathesis against gunicorn (SEED=7 EXAMPLES=400; DATABASE_URL picks the database;
 # docs/fuzzing.md).
 
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 DEV := DJANGO_DEBUG=1
 PORT ?= 8000
 
-.PHONY: run test lint format audit superuser schema seed bench soak profile crash crash-quick fuzz clean
+.PHONY: run test lint format audit superuser schema seed bench soak profile crash crash-quick scale-test fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +74,11 @@ crash: $(VENV)/.run-installed
 
 crash-quick: $(VENV)/.run-installed
 	$(BIN)/python -m bench.crash --quick --seed $(SEED)
+
+# Builds its own primary, replica and PgBouncers (Debian's pgbouncer, installed if missing as
+# root) on free ports; needs Redis on 127.0.0.1:6379. tests/test_scale.py runs its --quick variant.
+scale-test: $(VENV)/.run-installed
+	$(BIN)/python -m bench.scale
 
 # Known vulnerabilities in the pinned runtime dependencies (pip-audit asks PyPI).
 audit: $(VENV)/.dev-installed

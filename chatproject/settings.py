@@ -148,13 +148,14 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "chatproject.wsgi.application"
 
-DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=600,
-        conn_health_checks=True,
-    )
-}
+
+def env_flag(name: str, default: str) -> bool:
+    value = os.environ.get(name, default).strip()
+    if value not in ("0", "1"):
+        raise ImproperlyConfigured(f"{name} must be 0 or 1, not {value!r}.")
+    return value == "1"
+
+
 # A database that is stuck (a table locked, a host frozen) must cost a
 # request a few seconds and a 503, not hold it, and with it one of the
 # server's threads, until the client gives up. 0 turns one off.
@@ -175,43 +176,104 @@ if DB_SERVER_TIMEOUTS not in ("startup", "off"):
 # server's, so that a running server's clearer error comes first.
 DB_CLIENT_DEADLINE = DB_STATEMENT_TIMEOUT + 1 if DB_STATEMENT_TIMEOUT else None
 
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django's backend with a cheaper test of a reused connection
-    # (chatproject/postgresql/base.py): no SELECT 1 before each request, and
-    # a deadline on the client's side for each statement.
-    DATABASES["default"]["ENGINE"] = "chatproject.postgresql"
-    database_options = DATABASES["default"].setdefault("OPTIONS", {})
-    if DB_CONNECT_TIMEOUT:
-        # libpq counts whole seconds, and at least 2.
-        database_options["connect_timeout"] = max(2, math.ceil(DB_CONNECT_TIMEOUT))
-    server_timeouts = {
-        "statement_timeout": DB_STATEMENT_TIMEOUT,
-        "lock_timeout": DB_LOCK_TIMEOUT,
-    }
-    if DB_SERVER_TIMEOUTS == "startup":
-        database_options["options"] = " ".join(
-            [database_options.get("options", "")]
-            + [f"-c {name}={round(seconds * 1000)}" for name, seconds in server_timeouts.items()]
-        ).strip()
-    # Server-side parameters let psycopg prepare each statement after its
-    # fifth use on a connection: the hot queries are then planned once per
-    # connection instead of once per request. Safe with persistent
-    # connections and no transaction-pooling proxy in between.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        server_side_binding=True, prepare_threshold=5
-    )
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # IMMEDIATE takes the write lock when a transaction starts, and the busy
-    # timeout makes a second writer wait for it instead of failing with
-    # "database is locked". WAL lets readers run while a write is in progress.
-    DATABASES["default"]["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-    # The test database is a file too, as in production: every connection
-    # (and every thread) opens its own, and WAL and locking work as deployed.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+# Migrations, and anything else that needs a session of its own (LISTEN),
+# connect here rather than through a transaction-pooling PgBouncer.
+DATABASE_DIRECT_URL = os.environ.get("DATABASE_DIRECT_URL") or DATABASE_URL
+# A pooler sits between the service and the database: PgBouncer in transaction
+# mode hands each transaction to any server connection, so a cursor WITH HOLD
+# (Django's server-side cursors outside a transaction) would not survive.
+DATABASE_POOLED = DATABASE_DIRECT_URL != DATABASE_URL
+# psycopg prepares a statement after its fifth use on a connection; a
+# transaction-pooling PgBouncer before 1.21 passes a prepared statement to
+# whichever server connection comes next, which does not know it.
+DATABASE_PREPARED_STATEMENTS = env_flag("DATABASE_PREPARED_STATEMENTS", "1")
+DATABASE_REPLICA_URLS = env_list("DATABASE_REPLICA_URLS", "")
+# A history read without a Consistency-Token may be served by a replica whose
+# replay is at most this far behind the primary (conversations' freshness).
+DATABASE_REPLICA_MAX_LAG = env_seconds("DATABASE_REPLICA_MAX_LAG", "1")
+# For the scale test's negative control only (bench/scale.py): replicas judge
+# every read by their lag alone, so a writer can read its history stale.
+DATABASE_REPLICA_IGNORE_TOKEN = env_flag("DATABASE_REPLICA_IGNORE_TOKEN", "0")
+
+
+def database(url: str, *, pooled: bool = False) -> dict:
+    config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend with a cheaper test of a reused connection
+        # (chatproject/postgresql/base.py): no SELECT 1 before each request, and
+        # a deadline on the client's side for each statement.
+        config["ENGINE"] = "chatproject.postgresql"
+        options = config.setdefault("OPTIONS", {})
+        if DB_CONNECT_TIMEOUT:
+            # libpq counts whole seconds, and at least 2.
+            options["connect_timeout"] = max(2, math.ceil(DB_CONNECT_TIMEOUT))
+        server_timeouts = {
+            "statement_timeout": DB_STATEMENT_TIMEOUT,
+            "lock_timeout": DB_LOCK_TIMEOUT,
+        }
+        if DB_SERVER_TIMEOUTS == "startup":
+            options["options"] = " ".join(
+                [options.get("options", "")]
+                + [
+                    f"-c {name}={round(seconds * 1000)}"
+                    for name, seconds in server_timeouts.items()
+                ]
+            ).strip()
+        # Server-side parameters let psycopg prepare each statement after its
+        # fifth use on a connection: the hot queries are then planned once per
+        # connection instead of once per request. Safe with persistent
+        # connections, and behind PgBouncer 1.21 or later
+        # (max_prepared_statements); DATABASE_PREPARED_STATEMENTS=0 before it.
+        prepare_threshold = 5 if DATABASE_PREPARED_STATEMENTS else None
+        options.update(server_side_binding=True, prepare_threshold=prepare_threshold)
+        config["DISABLE_SERVER_SIDE_CURSORS"] = pooled
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # IMMEDIATE takes the write lock when a transaction starts, and the busy
+        # timeout makes a second writer wait for it instead of failing with
+        # "database is locked". WAL lets readers run while a write is in progress.
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        # The test database is a file too, as in production: every connection
+        # (and every thread) opens its own, and WAL and locking work as deployed.
+        config["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+    return config
+
+
+DATABASES = {
+    "default": database(DATABASE_URL, pooled=DATABASE_POOLED),
+    # The same database, not through the pooler (the Procfile's release step
+    # migrates through it). In tests it is the default connection's database.
+    "direct": {**database(DATABASE_DIRECT_URL), "TEST": {"MIRROR": "default"}},
+}
+if DATABASE_REPLICA_URLS:
+    if DATABASES["default"]["ENGINE"] != "chatproject.postgresql":
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URLS needs PostgreSQL: DATABASE_URL is not a postgres:// URL, "
+            "and SQLite has no replicas. Unset DATABASE_REPLICA_URLS."
+        )
+    for number, url in enumerate(DATABASE_REPLICA_URLS, start=1):
+        replica = database(url, pooled=DATABASE_POOLED)
+        if replica["ENGINE"] != "chatproject.postgresql":
+            raise ImproperlyConfigured(
+                f"DATABASE_REPLICA_URLS: replica {number} is not a postgres:// URL."
+            )
+        # A replica that is down must cost a read little before the primary
+        # answers: 2 s, the least libpq and psycopg take, whatever
+        # DJANGO_DB_CONNECT_TIMEOUT says for the primary.
+        replica["OPTIONS"]["connect_timeout"] = 2
+        # A replica that hangs (frozen, a stuck host) must cost a read no more
+        # than a second before the primary answers it.
+        replica["CLIENT_DEADLINE"] = 1.0
+        # Tests read the test database through it: it is the primary there.
+        replica["TEST"] = {"MIRROR": "default"}
+        DATABASES[f"replica{number}"] = replica
+# Everything uses the primary, except the history reads that chatproject.replicas
+# sends to a replica; no migration ever runs on a replica.
+DATABASE_ROUTERS = ["chatproject.replicas.PrimaryRouter"]
 
 # Live events (conversations/events.py). The LISTEN connection must reach the
 # primary directly: a transaction-pooling PgBouncer would drop the LISTEN.
@@ -357,8 +419,21 @@ elif "*" in CORS_ALLOWED_ORIGINS:
 CORS_URLS_REGEX = r"^/(messages|conversations)(/|$)"
 CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
 # Last-Event-ID: what EventSource sends when it reconnects to an events stream.
-CORS_ALLOW_HEADERS = ["content-type", "idempotency-key", "if-none-match", "last-event-id"]
-CORS_EXPOSE_HEADERS = ["Location", "ETag", "Link", "Retry-After", "Idempotent-Replayed"]
+CORS_ALLOW_HEADERS = [
+    "content-type",
+    "idempotency-key",
+    "if-none-match",
+    "last-event-id",
+    "consistency-token",
+]
+CORS_EXPOSE_HEADERS = [
+    "Location",
+    "ETag",
+    "Link",
+    "Retry-After",
+    "Idempotent-Replayed",
+    "Consistency-Token",
+]
 CORS_PREFLIGHT_MAX_AGE = 86_400
 
 LOGGING = {

@@ -208,6 +208,16 @@ IF_NONE_MATCH = OpenApiParameter(
     "is a 304 with no body.",
 )
 
+CONSISTENCY_TOKEN = OpenApiParameter(
+    "Consistency-Token",
+    str,
+    OpenApiParameter.HEADER,
+    description="The `Consistency-Token` of this client's latest 201, sent back as it came: the "
+    "read then shows that message and every one before it, whichever server answers. Opaque: "
+    "compare or build none. One that is malformed is ignored. Needed only where read replicas "
+    "are configured; a same-origin browser sends it as a cookie already.",
+)
+
 
 ETAG = response_header(
     "ETag",
@@ -224,6 +234,13 @@ LINK = response_header(
     "`previous` and `next`; absent when there are neither.",
 )
 LOCATION = response_header("Location", [201], "The message's URL, `GET /messages/{id}/`.")
+CONSISTENCY_TOKEN_ISSUED = response_header(
+    "Consistency-Token",
+    [201],
+    "Where read replicas are configured: an opaque token to send back on later reads "
+    "(`Consistency-Token` request header) so that they show this message. Also set as an "
+    "`HttpOnly` cookie for same-origin browsers. Absent without replicas.",
+)
 IDEMPOTENT_REPLAYED = response_header(
     "Idempotent-Replayed",
     [201],
@@ -287,6 +304,7 @@ message_create_schema = extend_schema(
         IDEMPOTENCY_KEY,
         LOCATION,
         IDEMPOTENT_REPLAYED,
+        CONSISTENCY_TOKEN_ISSUED,
     ],
     responses={
         201: OpenApiResponse(MessageSerializer, description="Stored (or replayed)."),
@@ -314,7 +332,7 @@ message_create_schema = extend_schema(
 
 message_retrieve_schema = extend_schema(
     summary="Read one message",
-    parameters=[MESSAGE_ID_PATH],
+    parameters=[MESSAGE_ID_PATH, CONSISTENCY_TOKEN],
     responses={
         200: OpenApiResponse(MessageSerializer, description="The message, as its 201 showed it."),
         (404, PROBLEM_CONTENT_TYPE): problem("No such message."),
@@ -335,6 +353,7 @@ conversation_retrieve_schema = extend_schema(
         BEFORE,
         AFTER,
         IF_NONE_MATCH,
+        CONSISTENCY_TOKEN,
         ETAG,
         CACHE_CONTROL,
         LINK,

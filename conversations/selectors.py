@@ -2,7 +2,9 @@
 
 Every history request reads the conversation's counters (one primary-key
 lookup), answers a 304 from them or reads one page (one index range scan),
-and links the pages on either side. Both queries are plain SQL: this is the
+and links the pages on either side. With read replicas configured, both
+queries run on a replica that has the reader's writes, in the transaction
+that checked it (chatproject.replicas), or else on the primary. Both queries are plain SQL: this is the
 hottest path of the service, and building the queries through the ORM cost
 as much as running them.
 """
@@ -12,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from django.db import connection
+from django.db import connections
 from django.utils.http import parse_etags
 from rest_framework.request import Request
+
+from chatproject.replicas import PRIMARY, replica_read
 
 from .inputs import PageRequest
 from .models import Conversation, Message
@@ -53,8 +57,9 @@ class ConversationState:
     last_message_id: int = 0
 
     @classmethod
-    def load(cls, conversation_id: str) -> ConversationState:
+    def load(cls, conversation_id: str, *, using: str = PRIMARY) -> ConversationState:
         """One primary-key lookup; a conversation with no row has no messages."""
+        connection = connections[using]
         table = connection.ops.quote_name(Conversation._meta.db_table)
         with connection.cursor() as cursor:
             cursor.execute(
@@ -78,7 +83,7 @@ class ConversationState:
         return "*" in tags or self.etag in tags
 
 
-def page_sql(page: PageRequest, *, newest: int) -> tuple[str, list]:
+def page_sql(page: PageRequest, *, newest: int, using: str = PRIMARY) -> tuple[str, list]:
     """The SQL of one page, and its parameters (``page_rows`` runs it; tests EXPLAIN it).
 
     ``newest`` is the conversation's newest message id as its counters say.
@@ -87,6 +92,7 @@ def page_sql(page: PageRequest, *, newest: int) -> tuple[str, list]:
     the planner picks; and a page never holds a message newer than the
     counters its ETag and links were made from.
     """
+    connection = connections[using]
     table = connection.ops.quote_name(Message._meta.db_table)
     created = CREATED_AS_TEXT[connection.vendor]
     size = f"{MESSAGE_JSON_BYTES[connection.vendor]} + {MESSAGE_JSON_OVERHEAD}"
@@ -112,7 +118,7 @@ def page_sql(page: PageRequest, *, newest: int) -> tuple[str, list]:
     return sql, [*params, PAGE_MAX_BYTES]
 
 
-def page_rows(page: PageRequest, *, newest: int) -> list[dict]:
+def page_rows(page: PageRequest, *, newest: int, using: str = PRIMARY) -> list[dict]:
     """One page of messages, oldest first, shaped as a history page lists them.
 
     ``after`` reads forward from an id; otherwise the newest ``limit``
@@ -120,8 +126,8 @@ def page_rows(page: PageRequest, *, newest: int) -> list[dict]:
     reversed; either stops once it passes PAGE_MAX_BYTES. The admin and the
     exports read pages through it too.
     """
-    sql, params = page_sql(page, newest=newest)
-    with connection.cursor() as cursor:
+    sql, params = page_sql(page, newest=newest, using=using)
+    with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
         return page_messages(page, cursor.fetchall())
 
@@ -139,7 +145,9 @@ def page_messages(page: PageRequest, rows: list[tuple]) -> list[dict]:
     ]
 
 
-def history_page(page: PageRequest, state: ConversationState) -> list[dict]:
+def history_page(
+    page: PageRequest, state: ConversationState, *, using: str = PRIMARY
+) -> list[dict]:
     """The page's messages; no query when the counters say it is empty."""
     nothing_there = (
         state.message_count == 0
@@ -148,7 +156,41 @@ def history_page(page: PageRequest, state: ConversationState) -> list[dict]:
     )
     if nothing_there:
         return []
-    return page_rows(page, newest=state.last_message_id)
+    return page_rows(page, newest=state.last_message_id, using=using)
+
+
+@dataclass(frozen=True)
+class HistoryRead:
+    state: ConversationState
+    # None when the client's copy is current: the answer is a 304.
+    messages: list[dict] | None
+
+
+def history_read(page: PageRequest, *, if_none_match: str, token: str | None) -> HistoryRead:
+    """The counters and, unless ``If-None-Match`` names them, the page, from one database.
+
+    ``token`` is the reader's Consistency-Token, if it sent a well-formed one.
+    """
+
+    def read(using: str) -> HistoryRead:
+        state = ConversationState.load(page.conversation_id, using=using)
+        if state.matches(if_none_match):
+            return HistoryRead(state, None)
+        return HistoryRead(state, history_page(page, state, using=using))
+
+    return replica_read(read, token)
+
+
+def message_read(message_id: int, *, token: str | None) -> Message | None:
+    """One message, or None; a replica that lacks it leaves the answer to the primary."""
+
+    def read(using: str) -> Message | None:
+        try:
+            return Message.objects.using(using).get(pk=message_id)
+        except Message.DoesNotExist:
+            return None
+
+    return replica_read(read, token)
 
 
 def page_links(

@@ -1,19 +1,19 @@
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404
+from django.http import Http404
 from django.urls import reverse
 from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.parsers import json_object
+from chatproject.replicas import consistency_token, remember_writes
 
 from .inputs import message_input, page_request
-from .models import Message
 from .representations import message_representation
 from .rules import IDEMPOTENCY_KEY_HEADER
 from .schema import conversation_retrieve_schema, message_create_schema, message_retrieve_schema
-from .selectors import ConversationState, history_page, link_header, page_links
+from .selectors import history_read, link_header, message_read, page_links
 from .services import message_create
 
 
@@ -31,13 +31,17 @@ class MessageViewSet(viewsets.ViewSet):
         }
         if replayed:
             headers["Idempotent-Replayed"] = "true"
-        return Response(
+        response = Response(
             message_representation(message), status=status.HTTP_201_CREATED, headers=headers
         )
+        return remember_writes(response)
 
     @message_retrieve_schema
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(message_representation(get_object_or_404(Message, pk=int(pk))))
+        message = message_read(int(pk), token=consistency_token(request))
+        if message is None:
+            raise Http404
+        return Response(message_representation(message))
 
 
 class ConversationViewSet(viewsets.ViewSet):
@@ -47,12 +51,16 @@ class ConversationViewSet(viewsets.ViewSet):
     @conversation_retrieve_schema
     def retrieve(self, request: Request, conversation_id: str) -> Response:
         page = page_request(conversation_id, request.query_params)
-        state = ConversationState.load(page.conversation_id)
+        read = history_read(
+            page,
+            if_none_match=request.headers.get("If-None-Match", ""),
+            token=consistency_token(request),
+        )
+        state, messages = read.state, read.messages
         headers = {"ETag": state.etag, "Cache-Control": "no-cache"}
-        if state.matches(request.headers.get("If-None-Match", "")):
+        if messages is None:
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
 
-        messages = history_page(page, state)
         links = page_links(request, page, state, messages)
         if links["previous"] or links["next"]:
             headers["Link"] = link_header(links)

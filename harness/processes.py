@@ -47,6 +47,11 @@ def server_environment(database_url: str, **overrides: str) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GUNICORN_", "PORT"))
     }
+    # The server's database is its own: with replicas configured for the
+    # suite, its replica is that database too, as the suite's are.
+    env.pop("DATABASE_DIRECT_URL", None)
+    if env.pop("DATABASE_REPLICA_URLS", None) and database_url.startswith("postgres"):
+        env["DATABASE_REPLICA_URLS"] = database_url
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         DATABASE_URL=database_url,

@@ -132,3 +132,41 @@ def unreachable_database():
     connection.close()
     connection.settings_dict.clear()
     connection.settings_dict.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _close_replica_connections():
+    """The replicas' connections are not the test's: close them, so the test database can go."""
+    yield
+    from django.db import connections
+
+    from chatproject.replicas import replica_aliases
+
+    for alias in replica_aliases():
+        # Only one that was opened: closing is refused in an async context
+        # (the browser tests'), where none is.
+        if connections[alias].connection is not None:
+            connections[alias].close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With DATABASE_REPLICA_URLS set, a test that may query the primary may query the replicas.
+
+    In tests each replica is the test database itself (a test mirror): the
+    history reads ask it whether it is a standby, hear that it is not, and
+    read the primary, so the suite runs the same requests with and without
+    replicas configured.
+    """
+    from chatproject.replicas import replica_aliases
+
+    replicas = replica_aliases()
+    if not replicas:
+        return
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is None or "databases" in marker.kwargs:
+            continue
+        item.add_marker(
+            pytest.mark.django_db(*marker.args, **marker.kwargs, databases=["default", *replicas]),
+            append=False,
+        )

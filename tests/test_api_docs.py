@@ -116,6 +116,7 @@ def test_posting_a_message_is_described_with_its_body_headers_and_every_status(s
     assert headers(responses["201"]) == {
         "Location": {"type": "string"},
         "Idempotent-Replayed": {"type": "string", "enum": ["true"]},
+        "Consistency-Token": {"type": "string"},
     }
     for status in ["400", "405", "411", "413", "415", "422", "429", "503"]:
         assert responses[status]["content"] == PROBLEM, status
@@ -129,7 +130,8 @@ def test_reading_a_message_is_described_with_every_status(schema):
     responses = operation["responses"]
 
     assert parameters(operation) == {
-        ("path", "id"): {"type": "integer", "format": "int64", "minimum": 0}
+        ("path", "id"): {"type": "integer", "format": "int64", "minimum": 0},
+        ("header", "Consistency-Token"): {"type": "string"},
     }
     assert sorted(responses) == ["200", "404", "405", "429", "503"]
     assert responses["200"]["content"]["application/json"]["schema"] == {
@@ -157,6 +159,7 @@ def test_reading_history_is_described_with_paging_conditional_get_and_every_stat
         ("query", "before"): message_id,
         ("query", "after"): message_id,
         ("header", "If-None-Match"): {"type": "string"},
+        ("header", "Consistency-Token"): {"type": "string"},
     }
     assert sorted(responses) == ["200", "304", "400", "404", "405", "429", "503"]
     assert responses["200"]["content"]["application/json"]["schema"] == {

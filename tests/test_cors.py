@@ -10,11 +10,13 @@ pytestmark = pytest.mark.django_db
 
 WIDGET = "https://widget.example"
 STRANGER = "https://stranger.example"
-EXPOSED = "Location, ETag, Link, Retry-After, Idempotent-Replayed"
+EXPOSED = "Location, ETag, Link, Retry-After, Idempotent-Replayed, Consistency-Token"
 PREFLIGHT_ANSWER = {
     "access-control-allow-origin": WIDGET,
     "access-control-allow-methods": "GET, POST, OPTIONS",
-    "access-control-allow-headers": "content-type, idempotency-key, if-none-match, last-event-id",
+    "access-control-allow-headers": (
+        "content-type, idempotency-key, if-none-match, last-event-id, consistency-token"
+    ),
     "access-control-expose-headers": EXPOSED,
     "access-control-max-age": "86400",
 }

@@ -41,7 +41,9 @@ class DatabaseWrapper(PostgreSQLDatabaseWrapper):
         self.execute_wrappers.append(self._execute_within_deadline)
 
     def _within_deadline(self):
-        seconds = settings.DB_CLIENT_DEADLINE
+        # A replica has a shorter one of its own (settings): the primary
+        # answers a read that a stuck replica would hold.
+        seconds = self.settings_dict.get("CLIENT_DEADLINE", settings.DB_CLIENT_DEADLINE)
         if not seconds or self.connection is None or self.connection.closed:
             return nullcontext()
         return watchdog.deadline(self.connection.fileno(), seconds)

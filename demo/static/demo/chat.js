@@ -101,10 +101,17 @@
     });
   }
 
+  // Where the service reads from replicas, each 201 carries a Consistency-Token
+  // (opaque); sent back on reads, it makes them show what this page has sent,
+  // whichever server answers. (Same-origin, the cookie does the same.)
+  let consistencyToken = null;
+
   async function request(url, options) {
+    const headers = { ...(options.headers || {}) };
+    if (consistencyToken && !options.method) headers["Consistency-Token"] = consistencyToken;
     let response;
     try {
-      response = await fetch(url, { ...options, cache: "no-store" });
+      response = await fetch(url, { ...options, headers, cache: "no-store" });
     } catch {
       throw new ApiError("The server could not be reached; check your connection.", {
         retryable: true,
@@ -319,6 +326,7 @@
             body: attempt.body,
           });
           const message = await response.json();
+          consistencyToken = response.headers.get("Consistency-Token") || consistencyToken;
           if (pending === attempt) pending = null;
           if (current !== session) return;
           if (messageInput.value === message.message) messageInput.value = "";

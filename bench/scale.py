@@ -1,0 +1,847 @@
+"""Scale test: two app servers, PgBouncer, a streaming replica, and no stale read for a writer.
+
+    .venv/bin/python bench/scale.py                 # make scale-test: 12 s, then the control
+    .venv/bin/python bench/scale.py --quick         # the variant tests/test_scale.py runs
+
+It builds the deployment of docs/deployment.md on this machine: ``initdb`` a
+primary on a free loopback port, ``pg_basebackup -R`` a streaming replica of
+it, Debian's PgBouncer (transaction pooling, pool 4) in front of each, and two
+instances of the Procfile's ``web`` command (``WEB_CONCURRENCY=2``) on them,
+sharing Redis for the rate limits. Eight clients each post to one instance and
+read their message back through the other (the default page, ``?after=``,
+``GET /messages/<id>/``), echoing the ``Consistency-Token`` of the ``201``,
+while a nemesis pauses the replica's replay (``pg_wal_replay_pause()``) for
+1.5 s of every 3 s and once stops the replica and starts it again.
+
+It then checks, from the servers' own records rather than the service's
+claims: no acknowledged message lost or stored twice (the primary's table); no
+read that lacks a message its client was acknowledged; the replica served at
+least half of the reads while it was replaying, and none whose token was past
+its replay position while paused (its statement log: every replica
+transaction's token check and whether it committed; ``pg_stat_database``
+counts the committed ones too); no 5xx; and never more server connections on
+either PostgreSQL than the pool size (``pg_stat_activity``, sampled).
+
+Then it runs the negative control: the same run with the token ignored
+(``DATABASE_REPLICA_IGNORE_TOKEN=1``), which must produce stale reads, so the
+check is known to be able to fail. The exit status is 0 only when the run
+passes every check and the control shows stale reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+
+from bench.crash import Gunicorn, temporary_root
+from harness.databases import ThrowawayPostgres as Postgres
+from harness.databases import postgres_bindir, postgres_unavailable
+from harness.processes import HOST, free_port, release, server_environment
+
+POOL_SIZE = 4
+CLIENTS = 8
+# Two clients share each conversation, so a page holds the other's messages too.
+CONVERSATIONS = 4
+PAUSE_EVERY, PAUSE_FOR = 3.0, 1.5
+# The replica is stopped in this cycle's replaying half, for about this long.
+STOP_CYCLE, STOP_FOR = 1, 1.0
+REQUEST_TIMEOUT = 15.0
+REDIS_URL = "redis://127.0.0.1:6379/12"
+TOKEN = "Consistency-Token"
+EXIT_FAILED, EXIT_SETUP_FAILED = 1, 2
+
+
+def pgbouncer_unavailable() -> str | None:
+    if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").is_file():
+        return None
+    return "Debian's pgbouncer is not installed (apt-get install pgbouncer)"
+
+
+def install_pgbouncer() -> None:
+    """As bin/install-chromium does for the browser: Debian's package, as root, if missing."""
+    if pgbouncer_unavailable() is None or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    subprocess.run(
+        ["apt-get", "install", "-y", "--no-install-recommends", "pgbouncer"],
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
+def unavailable() -> str | None:
+    return postgres_unavailable() or pgbouncer_unavailable()
+
+
+def now_text() -> str:
+    return time.strftime("%H:%M:%S") + f".{int(time.time() % 1 * 1000):03d}"
+
+
+def say(text: str) -> None:
+    print(f"[{now_text()}] {text}", flush=True)
+
+
+# -- the topology ------------------------------------------------------------
+
+
+class Primary(Postgres):
+    """initdb's defaults already stream WAL to replicas (wal_level replica, 10 senders)."""
+
+    def create(self) -> None:
+        super().create()
+        # The service's time zone: neither Django nor PgBouncer then sets it on
+        # each new connection, so every transaction in the replica's
+        # pg_stat_database is a read the service ran there.
+        with admin_connection(self) as admin:
+            admin.execute("ALTER SYSTEM SET timezone = 'UTC'")
+            admin.execute("SELECT pg_reload_conf()")
+            # PgBouncer 1.18 refuses the timeouts in the startup packet
+            # (DJANGO_DB_SERVER_TIMEOUTS=off): the role carries them instead.
+            admin.execute("ALTER ROLE postgres SET statement_timeout = '5s'")
+            admin.execute("ALTER ROLE postgres SET lock_timeout = '2s'")
+
+    def append_conf(self, text: str) -> None:
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(text)
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
+
+
+class Replica(Primary):
+    """A hot standby streaming from the primary, logging every statement with its time."""
+
+    def create_from(self, primary: Postgres) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run(
+            "pg_basebackup", "-h", HOST, "-p", str(primary.port), "-U", "postgres",
+            "-D", str(self.data), "-R", "-X", "stream", "--checkpoint=fast", "--no-sync",
+        )  # fmt: skip
+        self.append_conf(
+            f"port = {self.port}\n"
+            f"unix_socket_directories = '{self.root}'\n"
+            "hot_standby = on\n"
+            # Each replica transaction's token check, its parameter, and its
+            # COMMIT or ROLLBACK: the record of which reads the replica served.
+            "log_statement = 'all'\n"
+            "log_timezone = 'UTC'\n"
+            "log_line_prefix = '%m [%p] '\n"
+        )
+        self.start()
+
+
+class PgBouncer:
+    """Debian's pgbouncer in transaction mode in front of one server, on a free port."""
+
+    def __init__(self, root: Path, name: str, server: Postgres, query_wait: float) -> None:
+        self.root = root / name
+        self.root.mkdir()
+        self.port = free_port()
+        self.server = server
+        self.url = f"postgres://postgres@{HOST}:{self.port}/chat"
+        self.process: subprocess.Popen | None = None
+        ini = self.root / "pgbouncer.ini"
+        (self.root / "userlist.txt").write_text('"postgres" ""\n')
+        ini.write_text(
+            "[databases]\n"
+            f"chat = host={HOST} port={server.port} dbname=chat\n"
+            "[pgbouncer]\n"
+            f"listen_addr = {HOST}\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.root / 'userlist.txt'}\n"
+            "admin_users = postgres\n"
+            "pool_mode = transaction\n"
+            f"default_pool_size = {POOL_SIZE}\nmin_pool_size = 0\nreserve_pool_size = 0\n"
+            "max_client_conn = 200\n"
+            # As deploy/pgbouncer.ini: a server that is down fails a query
+            # promptly instead of holding it for two minutes.
+            "server_connect_timeout = 1\nserver_login_retry = 1\n"
+            f"query_wait_timeout = {query_wait}\n"
+            f"logfile = {self.root / 'pgbouncer.log'}\n"
+            f"pidfile = {self.root / 'pgbouncer.pid'}\n"
+        )
+        if os.geteuid() == 0:
+            for path in (self.root, *self.root.iterdir()):
+                shutil.chown(path, "postgres", "postgres")
+
+    def start(self) -> None:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        command = [binary, str(self.root / "pgbouncer.ini")]
+        if os.geteuid() == 0:
+            # PgBouncer refuses to run as root.
+            command = ["runuser", "-u", "postgres", "--", *command]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=2) as probe:
+                    probe.execute("SELECT 1")
+                return
+            except psycopg.Error:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"pgbouncer did not start; see {self.root}") from None
+                time.sleep(0.1)
+
+    def admin(self, command: str) -> None:
+        url = f"postgres://postgres@{HOST}:{self.port}/pgbouncer"
+        with psycopg.connect(url, autocommit=True, prepare_threshold=None) as console:
+            console.execute(command, prepare=False)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            self.process.wait(timeout=30)
+
+
+def topology_up(
+    bindir: Path, root: Path, cleanup: ExitStack
+) -> tuple[Primary, Replica, dict[str, PgBouncer]]:
+    """The primary, its streaming replica, and a PgBouncer in front of each; stopped by cleanup."""
+    primary = Primary(bindir, root / "primary")
+    replica = Replica(bindir, root / "replica")
+    for server in (primary, replica):
+        server.root.mkdir()
+        cleanup.callback(server.destroy)
+    primary.create()
+    replica.create_from(primary)
+    bouncers = {
+        "primary": PgBouncer(root, "pgbouncer-primary", primary, query_wait=5),
+        # A read that would wait longer for the replica is the primary's.
+        "replica": PgBouncer(root, "pgbouncer-replica", replica, query_wait=0.5),
+    }
+    for bouncer in bouncers.values():
+        cleanup.callback(bouncer.stop)
+        bouncer.start()
+    return primary, replica, bouncers
+
+
+def admin_connection(server: Postgres) -> psycopg.Connection:
+    """A connection to the server's ``postgres`` database: its activity is not the service's."""
+    return psycopg.connect(server.url_of("postgres"), autocommit=True)
+
+
+# -- what the clients saw ------------------------------------------------------
+
+
+@dataclass
+class Read:
+    kind: str
+    started: float
+    ended: float
+    status: int
+    stale: bool
+
+
+@dataclass
+class Ledger:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    acknowledged: dict[str, tuple[int, str]] = field(default_factory=dict)
+    reads: list[Read] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    stale_examples: list[str] = field(default_factory=list)
+
+    def count(self, what: str) -> None:
+        with self.lock:
+            self.statuses[what] = self.statuses.get(what, 0) + 1
+
+
+def request(
+    connection: http.client.HTTPConnection, method: str, path: str, body=None, headers=None
+) -> tuple[int, dict[str, str], bytes]:
+    payload = json.dumps(body).encode() if body is not None else None
+    headers = {**(headers or {}), **({"Content-Type": "application/json"} if payload else {})}
+    connection.request(method, path, body=payload, headers=headers)
+    response = connection.getresponse()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+
+
+def client(
+    number: int, run_id: str, ports: tuple[int, int], ledger: Ledger, stop: threading.Event
+) -> None:
+    """Post, then read the message back through the other instance, until told to stop."""
+    conversation = f"scale-{run_id}-{number % CONVERSATIONS}"
+    writes = http.client.HTTPConnection(HOST, ports[number % 2], timeout=REQUEST_TIMEOUT)
+    reads = http.client.HTTPConnection(HOST, ports[1 - number % 2], timeout=REQUEST_TIMEOUT)
+    mine: list[int] = []
+    kinds = ("page", "after", "message")
+    seq = 0
+    while not stop.is_set():
+        seq += 1
+        key, text = str(uuid.uuid4()), f"client {number} message {seq}"
+        body = {"sender": f"client-{number}", "conversation_id": conversation, "message": text}
+        for _attempt in range(20):
+            try:
+                status, headers, answer = request(
+                    writes, "POST", "/messages/", body, {"Idempotency-Key": key}
+                )
+            except (OSError, http.client.HTTPException) as error:
+                ledger.count(f"POST {type(error).__name__}")
+                writes.close()
+                time.sleep(0.1)
+                continue
+            ledger.count(f"POST {status}")
+            if status == 201:
+                break
+            time.sleep(0.1)
+        else:
+            with ledger.lock:
+                ledger.errors.append(f"client {number}: no 201 for {key}")
+            continue
+        created = json.loads(answer)
+        token = headers.get(TOKEN.lower())
+        with ledger.lock:
+            ledger.acknowledged[key] = (created["id"], text)
+        previous = mine[-1] if mine else 0
+        mine.append(created["id"])
+        kind = kinds[seq % len(kinds)]
+        path = {
+            "page": f"/conversations/{conversation}",
+            "after": f"/conversations/{conversation}?after={previous}",
+            "message": f"/messages/{created['id']}/",
+        }[kind]
+        started = time.time()
+        try:
+            status, _, answer = request(reads, "GET", path, None, {TOKEN: token} if token else {})
+        except (OSError, http.client.HTTPException) as error:
+            ledger.count(f"GET {type(error).__name__}")
+            reads.close()
+            continue
+        ended = time.time()
+        ledger.count(f"GET {status}")
+        stale = False
+        if kind == "message":
+            stale = status == 404 or (status == 200 and json.loads(answer) != created)
+        elif status == 200:
+            page = json.loads(answer)
+            ids = {m["id"] for m in page["messages"]}
+            low = min(ids, default=0)
+            # Every message of this client's that the page's range covers.
+            stale = created["id"] not in ids or any(i not in ids for i in mine if i >= low)
+            if kind == "after":
+                stale = created["id"] not in ids
+        if stale:
+            with ledger.lock:
+                if len(ledger.stale_examples) < 3:
+                    ledger.stale_examples.append(f"{path} after acknowledged id {created['id']}")
+        with ledger.lock:
+            ledger.reads.append(Read(kind, started, ended, status, stale))
+
+
+# -- the nemesis and the samplers ---------------------------------------------
+
+
+@dataclass
+class Timeline:
+    """Wall-clock windows: when replay was paused (and at which LSN), when the replica was down."""
+
+    paused: list[tuple[float, float, str]] = field(default_factory=list)
+    down: list[tuple[float, float]] = field(default_factory=list)
+    started: float = 0.0
+    ended: float = 0.0
+
+    def replaying(self, at: float) -> bool:
+        return not any(a <= at < b for a, b, _ in self.paused) and not any(
+            a <= at < b for a, b in self.down
+        )
+
+
+def nemesis(
+    replica: Replica,
+    bouncer: PgBouncer,
+    timeline: Timeline,
+    duration: float,
+    stats: list[int],
+    stop_replica: bool,
+) -> None:
+    cycles = max(1, round(duration / PAUSE_EVERY))
+    for cycle in range(cycles):
+        replay_until = time.time() + PAUSE_EVERY - PAUSE_FOR
+        if stop_replica and cycle == STOP_CYCLE:
+            # Count what the replica served so far: its statistics start again
+            # from zero when it recovers after a restart.
+            # PgBouncer stays paused until the replica is down, so that no read
+            # commits there between the count and the stop.
+            stats.append(replica_commits(replica, bouncer, resume=False))
+            went_down = time.time()
+            try:
+                replica.stop()
+            finally:
+                bouncer.admin("RESUME chat")
+            time.sleep(STOP_FOR)
+            replica.start()
+            timeline.down.append((went_down, time.time()))
+            stats.append(replica_commits(replica, None))
+            say(f"nemesis: replica stopped and started again ({time.time() - went_down:.1f} s)")
+        time.sleep(max(0.0, replay_until - time.time()))
+        with admin_connection(replica) as admin:
+            admin.execute("SELECT pg_wal_replay_pause()")
+            while admin.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0] != (
+                "paused"
+            ):
+                time.sleep(0.005)
+            paused_at = time.time()
+            position = admin.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]
+            time.sleep(max(0.0, paused_at + PAUSE_FOR - time.time()))
+            resumed_at = time.time()
+            admin.execute("SELECT pg_wal_replay_resume()")
+        timeline.paused.append((paused_at, resumed_at, position))
+
+
+def replica_commits(replica: Replica, bouncer: PgBouncer | None, resume: bool = True) -> int:
+    """Transactions the service committed in the replica's ``chat`` database (``pg_stat_database``).
+
+    A backend reports its counts when it goes idle, at most once a second, or
+    when it exits: pausing PgBouncer closes every server connection, so the
+    counts are complete when read.
+    """
+    if bouncer is not None:
+        bouncer.admin("PAUSE chat")
+        time.sleep(0.2)
+    try:
+        with admin_connection(replica) as admin:
+            # Each new session commits one transaction of its own as it starts.
+            return admin.execute(
+                "SELECT xact_commit - sessions FROM pg_stat_database WHERE datname = 'chat'"
+            ).fetchone()[0]
+    finally:
+        if bouncer is not None and resume:
+            bouncer.admin("RESUME chat")
+
+
+@dataclass
+class Samples:
+    connections: dict[str, int] = field(default_factory=dict)
+    lag: list[tuple[float, float]] = field(default_factory=list)
+
+
+def sampler(servers: dict[str, Postgres], samples: Samples, stop: threading.Event) -> None:
+    """Server connections of the service on each PostgreSQL, and the replica's replay lag."""
+    admins: dict[str, psycopg.Connection] = {}
+    while not stop.is_set():
+        for name, server in servers.items():
+            try:
+                admin = admins.get(name) or admins.setdefault(name, admin_connection(server))
+                count = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = 'chat' AND backend_type = 'client backend'"
+                ).fetchone()[0]
+                samples.connections[name] = max(samples.connections.get(name, 0), count)
+            except psycopg.Error:
+                # The replica is down for a moment: nothing to count there.
+                admins.pop(name, None)
+        try:
+            row = (
+                admins["primary"]
+                .execute("SELECT EXTRACT(epoch FROM replay_lag) FROM pg_stat_replication")
+                .fetchone()
+            )
+            samples.lag.append((time.time(), float(row[0] or 0.0) if row else float("nan")))
+        except (psycopg.Error, KeyError):
+            pass
+        time.sleep(0.02)
+    for admin in admins.values():
+        admin.close()
+
+
+# -- the replica's statement log ------------------------------------------------
+
+_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[(\d+)\] (LOG|DETAIL):  (.*)$")
+
+
+@dataclass
+class ServedRead:
+    at: float
+    token: str | None
+    committed: bool
+
+
+def lsn(text: str) -> int:
+    high, low = text.split("/")
+    return int(high, 16) << 32 | int(low, 16)
+
+
+def replica_transactions(log: Path) -> list[ServedRead]:
+    """Every replica transaction the service ran: when it checked, which token, how it ended."""
+    open_checks: dict[str, ServedRead] = {}
+    awaiting_parameter: dict[str, ServedRead] = {}
+    done: list[ServedRead] = []
+    for line in log.read_text(errors="replace").splitlines():
+        match = _LINE.match(line)
+        if not match:
+            continue
+        stamp, pid, level, text = match.groups()
+        at = datetime.strptime(stamp + "+0000", "%Y-%m-%d %H:%M:%S.%f%z").timestamp()
+        if level == "DETAIL" and pid in awaiting_parameter:
+            token = re.search(r"\$1 = '([0-9A-F]+/[0-9A-F]+)'", text)
+            awaiting_parameter.pop(pid).token = token[1] if token else None
+        elif "pg_is_in_recovery()" in text:
+            check = ServedRead(at, None, False)
+            open_checks[pid] = check
+            if "pg_last_wal_replay_lsn() >=" in text:
+                awaiting_parameter[pid] = check
+        elif text.endswith(("statement: COMMIT", "statement: ROLLBACK")) and pid in open_checks:
+            check = open_checks.pop(pid)
+            check.committed = text.endswith("COMMIT")
+            done.append(check)
+    return done
+
+
+# -- one run -------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    figures: dict[str, object] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+def web_environment(primary: Postgres, bouncers: dict[str, PgBouncer], ignore_token: bool):
+    return server_environment(
+        bouncers["primary"].url,
+        DATABASE_DIRECT_URL=primary.url,
+        DATABASE_REPLICA_URLS=bouncers["replica"].url,
+        DATABASE_PREPARED_STATEMENTS="0",
+        DJANGO_DB_SERVER_TIMEOUTS="off",
+        DATABASE_REPLICA_IGNORE_TOKEN="1" if ignore_token else "0",
+        REDIS_URL=REDIS_URL,
+        # One address, eight busy clients: limits far above what they send,
+        # counted in Redis by both instances.
+        RATE_LIMIT_POST="1000000/min",
+        RATE_LIMIT_GET="1000000/min",
+        WEB_CONCURRENCY="2",
+    )
+
+
+def run_once(
+    name: str,
+    root: Path,
+    primary: Primary,
+    replica: Replica,
+    bouncers: dict[str, PgBouncer],
+    duration: float,
+    ignore_token: bool,
+) -> Verdict:
+    env = web_environment(primary, bouncers, ignore_token)
+    verdict = Verdict()
+    with ExitStack() as cleanup:
+        webs = []
+        for n in (1, 2):
+            web_root = root / f"{name}-web{n}"
+            web_root.mkdir()
+            web = Gunicorn(env, web_root)
+            cleanup.callback(web.stop)
+            web.start()
+            webs.append(web)
+        ports = (webs[0].port, webs[1].port)
+        say(f"{name}: gunicorn on {HOST}:{ports[0]} and {HOST}:{ports[1]}")
+
+        ledger, timeline, samples = Ledger(), Timeline(), Samples()
+        stop_clients, stop_sampler = threading.Event(), threading.Event()
+        stats: list[int] = [replica_commits(replica, bouncers["replica"])]
+        run_id = uuid.uuid4().hex[:8]
+        servers = {"primary": primary, "replica": replica}
+        sampling = threading.Thread(
+            target=sampler, args=(servers, samples, stop_sampler), daemon=True
+        )
+        clients = [
+            threading.Thread(
+                target=client, args=(n, run_id, ports, ledger, stop_clients), daemon=True
+            )
+            for n in range(CLIENTS)
+        ]
+        sampling.start()
+        timeline.started = time.time()
+        for thread in clients:
+            thread.start()
+        nemesis(replica, bouncers["replica"], timeline, duration, stats, stop_replica=True)
+        stop_clients.set()
+        for thread in clients:
+            thread.join(timeout=REQUEST_TIMEOUT * 2)
+        timeline.ended = time.time()
+        stop_sampler.set()
+        sampling.join(timeout=10)
+        stats.append(replica_commits(replica, bouncers["replica"]))
+        log_5xx = sum(
+            1
+            for web in webs
+            for line in web.log.read_text(errors="replace").splitlines()
+            if '"status": 5' in line or '"status":5' in line
+        )
+    check(verdict, ledger, timeline, samples, stats, replica, primary, run_id, log_5xx)
+    return verdict
+
+
+def check(
+    verdict: Verdict,
+    ledger: Ledger,
+    timeline: Timeline,
+    samples: Samples,
+    stats: list[int],
+    replica: Replica,
+    primary: Primary,
+    run_id: str,
+    log_5xx: int,
+) -> None:
+    figures, failures = verdict.figures, verdict.failures
+    with psycopg.connect(primary.url) as direct:
+        stored = direct.execute(
+            "SELECT idempotency_key, id, message FROM conversations_message "
+            "WHERE conversation_id LIKE %s",
+            [f"scale-{run_id}-%"],
+        ).fetchall()
+    by_key = {key: (id, text) for key, id, text in stored}
+    texts = [text for _, _, text in stored]
+    lost = sum(1 for key, seen in ledger.acknowledged.items() if by_key.get(key) != seen)
+    duplicated = len(texts) - len(set(texts))
+    stale = sum(1 for read in ledger.reads if read.stale)
+    fivexx = sum(n for what, n in ledger.statuses.items() if re.search(r" 5\d\d$", what))
+    figures.update(
+        seconds=round(timeline.ended - timeline.started, 1),
+        acknowledged=len(ledger.acknowledged),
+        stored=len(stored),
+        lost=lost,
+        duplicated=duplicated,
+        reads=len(ledger.reads),
+        stale=stale,
+        answers=dict(sorted(ledger.statuses.items())),
+        fivexx=fivexx,
+        fivexx_logged=log_5xx,
+        pauses=len(timeline.paused),
+        stops=len(timeline.down),
+    )
+
+    # Which reads the replica served, from its own statement log.
+    transactions = [t for t in replica_transactions(replica.log) if t.at >= timeline.started]
+    served = [t for t in transactions if t.committed]
+    while_replaying = [r for r in ledger.reads if timeline.replaying((r.started + r.ended) / 2)]
+    served_replaying = [t for t in served if timeline.replaying(t.at)]
+    past_token = [
+        t
+        for t in served
+        for start, end, position in timeline.paused
+        if start <= t.at < end and t.token is not None and lsn(t.token) > lsn(position)
+    ]
+    served_paused = [t for t in served if not timeline.replaying(t.at)]
+    while_down = [
+        r.ended - r.started
+        for r in ledger.reads
+        if any(r.started < b and r.ended > a for a, b in timeline.down)
+    ]
+    counted = stats[1] - stats[0] + (stats[-1] - stats[2] if len(stats) == 4 else 0)
+    share = len(served_replaying) / len(while_replaying) if while_replaying else 0.0
+    figures.update(
+        replica_transactions=len(transactions),
+        replica_served=len(served),
+        replica_served_pg_stat_database=counted,
+        reads_while_replaying=len(while_replaying),
+        replica_served_while_replaying=len(served_replaying),
+        replica_share_while_replaying=round(share, 3),
+        replica_share_of_all_reads=round(len(served) / len(ledger.reads), 3)
+        if ledger.reads
+        else 0.0,
+        replica_served_while_paused=len(served_paused),
+        replica_served_past_token_while_paused=len(past_token),
+        max_server_connections=samples.connections,
+        reads_overlapping_replica_down=len(while_down),
+        slowest_read_while_replica_down_ms=round(max(while_down, default=0.0) * 1000, 1),
+    )
+    lags = sorted(lag for at, lag in samples.lag if timeline.replaying(at) and lag == lag)
+    if lags:
+        figures["replay_lag_ms_while_replaying"] = {
+            "p50": round(statistics.median(lags) * 1000, 1),
+            "p99": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000, 1),
+            "samples": len(lags),
+        }
+
+    if lost:
+        failures.append(f"{lost} acknowledged messages lost")
+    if duplicated:
+        failures.append(f"{duplicated} messages stored twice")
+    if stale:
+        failures.append(f"{stale} stale reads: {ledger.stale_examples}")
+    if fivexx or log_5xx:
+        failures.append(f"{fivexx} 5xx answers ({log_5xx} in the servers' logs)")
+    if ledger.errors:
+        failures.append(f"{len(ledger.errors)} writes never acknowledged")
+    if share < 0.5:
+        failures.append(f"the replica served {share:.1%} of the reads while replaying, not half")
+    if past_token:
+        failures.append(f"the replica served {len(past_token)} reads past their token, paused")
+    if counted != len(served):
+        failures.append(
+            f"pg_stat_database counts {counted} replica reads, the replica's log {len(served)}"
+        )
+    for server, count in samples.connections.items():
+        if count > POOL_SIZE:
+            failures.append(f"{count} server connections on the {server}, pool is {POOL_SIZE}")
+    if not timeline.paused or not timeline.down:
+        failures.append("the nemesis did not pause and stop the replica")
+
+
+def report(name: str, verdict: Verdict, control: bool = False) -> None:
+    print(f"== {name}")
+    for key, value in verdict.figures.items():
+        print(f"  {key:40} {value}")
+    for failure in verdict.failures:
+        print(f"  {'found' if control else 'FAIL'} {failure}")
+    if control:
+        caught = verdict.figures.get("stale", 0) > 0
+        print(f"  CONTROL: {'OK, stale reads found' if caught else 'FAILED, no stale read'}")
+    else:
+        print(f"  RESULT: {'OK' if not verdict.failures else 'FAILED'}", flush=True)
+
+
+def measure(
+    root: Path,
+    primary: Primary,
+    replica: Replica,
+    bouncers: dict[str, PgBouncer],
+    seconds: float,
+) -> None:
+    """POST, then GET (with the token) req/s against one of two instances, and what it cost.
+
+    The GETs run twice: with the replica configured, then without it (every
+    read on the primary), so that the price of the replica's check shows.
+    """
+    samples, stop_sampler = Samples(), threading.Event()
+    sampling = threading.Thread(
+        target=sampler,
+        args=({"primary": primary, "replica": replica}, samples, stop_sampler),
+        daemon=True,
+    )
+    sampling.start()
+    tokens: dict[int, str] = {}
+    for setup, kinds in (("with the replica", ("POST", "GET")), ("primary only", ("GET",))):
+        env = web_environment(primary, bouncers, ignore_token=False)
+        if setup == "primary only":
+            env.pop("DATABASE_REPLICA_URLS")
+        with ExitStack() as cleanup:
+            webs = []
+            for n in (1, 2):
+                web_root = root / f"measure-{len(kinds)}-web{n}"
+                web_root.mkdir()
+                web = Gunicorn(env, web_root)
+                cleanup.callback(web.stop)
+                web.start()
+                webs.append(web)
+            for kind in kinds:
+                before = replica_commits(replica, bouncers["replica"])
+                count = load(kind, webs[0].port, seconds, tokens)
+                served = replica_commits(replica, bouncers["replica"]) - before
+                durations = sorted(
+                    json.loads(line)["duration_ms"]
+                    for line in webs[0].log.read_text(errors="replace").splitlines()
+                    if line.startswith("{") and f'"method":"{kind}"' in line
+                )
+                line = (
+                    f"{setup}: {kind} {count / seconds:.0f} req/s ({CLIENTS} clients, one "
+                    f"instance), server time p50 {statistics.median(durations):.2f} ms"
+                )
+                if kind == "GET":
+                    line += f"; the replica served {served / max(1, count):.1%} of them"
+                say(line)
+    stop_sampler.set()
+    sampling.join(timeout=10)
+    lags = sorted(lag for _, lag in samples.lag if lag == lag)
+    say(
+        f"server connections at most {samples.connections} (pool {POOL_SIZE}; without PgBouncer "
+        f"up to 2 instances x 2 workers x {os.environ.get('GUNICORN_THREADS', '4')} threads)"
+    )
+    if lags:
+        p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+        say(
+            f"replay lag p50 {statistics.median(lags) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
+            f"({len(lags)} samples of pg_stat_replication.replay_lag)"
+        )
+
+
+def load(kind: str, port: int, seconds: float, tokens: dict[int, str]) -> int:
+    """CLIENTS threads sending one kind of request for so long; how many succeeded."""
+    until = time.monotonic() + seconds
+    counts: list[int] = []
+
+    def one(number: int) -> None:
+        connection = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT)
+        conversation = f"measure-{number}"
+        done = 0
+        while time.monotonic() < until:
+            if kind == "POST":
+                body = {"sender": "m", "conversation_id": conversation, "message": "hello"}
+                status, headers, _ = request(connection, "POST", "/messages/", body)
+                tokens[number] = headers.get(TOKEN.lower(), "")
+            else:
+                path = f"/conversations/{conversation}"
+                status, _, _ = request(connection, "GET", path, None, {TOKEN: tokens[number]})
+            done += status < 300
+        counts.append(done)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=12.0, help="seconds of load per run")
+    parser.add_argument("--quick", action="store_true", help="6 s per run (make test)")
+    parser.add_argument("--no-control", action="store_true", help="skip the negative control")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--measure", type=float, metavar="SECONDS", help="measure req/s instead of checking"
+    )
+    args = parser.parse_args()
+    duration = 6.0 if args.quick else args.duration
+    install_pgbouncer()
+    if reason := unavailable():
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    bindir = postgres_bindir()
+    with ExitStack() as cleanup:
+        root = cleanup.enter_context(temporary_root(args.keep))
+        if os.geteuid() == 0:
+            # PostgreSQL and PgBouncer run as postgres, in directories below it.
+            shutil.chown(root, "postgres", "postgres")
+        primary, replica, bouncers = topology_up(bindir, root, cleanup)
+        env = web_environment(primary, bouncers, ignore_token=False)
+        release(env)
+        say(
+            f"primary on {HOST}:{primary.port}, replica on {HOST}:{replica.port}, PgBouncer on "
+            f"{bouncers['primary'].port} and {bouncers['replica'].port} (pool {POOL_SIZE})"
+        )
+        if args.measure:
+            measure(root, primary, replica, bouncers, args.measure)
+            return 0
+        verdict = run_once("run", root, primary, replica, bouncers, duration, False)
+        report("run (Consistency-Token honoured)", verdict)
+        if args.no_control:
+            return EXIT_FAILED if verdict.failures else 0
+        control = run_once("control", root, primary, replica, bouncers, duration, True)
+        report("negative control (token ignored: stale reads expected)", control, control=True)
+        control_failed = control.figures.get("stale", 0) == 0
+        return EXIT_FAILED if verdict.failures or control_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
