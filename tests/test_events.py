@@ -354,8 +354,12 @@ def test_cors_as_for_the_api_with_last_event_id_allowed(streams, server, setting
     } == {
         "access-control-allow-origin": WIDGET,
         "access-control-allow-methods": "GET, POST, OPTIONS",
-        "access-control-allow-headers": "content-type, idempotency-key, if-none-match, last-event-id",
-        "access-control-expose-headers": "Location, ETag, Link, Retry-After, Idempotent-Replayed",
+        "access-control-allow-headers": (
+            "content-type, idempotency-key, if-none-match, last-event-id, consistency-token"
+        ),
+        "access-control-expose-headers": (
+            "Location, ETag, Link, Retry-After, Idempotent-Replayed, Consistency-Token"
+        ),
         "access-control-max-age": "86400",
     }
     assert "access-control-allow-origin" not in stranger.headers
