@@ -237,7 +237,7 @@ def test_with_the_replica_down_the_primary_answers_and_the_replica_is_used_again
 
 def test_the_quick_scale_run_passes_and_its_negative_control_finds_stale_reads():
     run = subprocess.run(
-        [sys.executable, "bench/scale.py", "--quick"],
+        [sys.executable, "-m", "bench.scale", "--quick"],
         cwd=PROJECT,
         capture_output=True,
         text=True,
