@@ -485,7 +485,8 @@ def main() -> None:
     config = "--config gunicorn.conf.py"
     servers = [
         Server("service", procfile_command("web")),
-        Server("ceiling", f"gunicorn bench.ceiling:app {config}"),
+        # The ceiling is a bare WSGI application: gthread serves it, with the same threads.
+        Server("ceiling", f"gunicorn bench.ceiling:app {config} --worker-class gthread"),
     ]
     sampler = ConnectionSampler(servers)
     try:

@@ -25,7 +25,8 @@ SECRET_KEY = "live-test-secret-key-that-is-long-and-random-enough-0123456789abcd
 @dataclass
 class Answer:
     status: int
-    headers: dict[str, str]
+    # Names are case-insensitive, as in HTTP: uvicorn sends them in lower case.
+    headers: http.client.HTTPMessage
     body: bytes
 
     def json(self) -> Any:
@@ -36,6 +37,8 @@ class Answer:
 class LiveServer:
     host: str
     port: int
+    # The shell that runs the web command, leader of the server's process group.
+    process: subprocess.Popen | None = None
 
     def request(
         self,
@@ -56,7 +59,7 @@ class LiveServer:
         try:
             conn.request(method, path, body=payload, headers=headers, encode_chunked=chunked)
             response = conn.getresponse()
-            return Answer(response.status, dict(response.getheaders()), response.read())
+            return Answer(response.status, response.headers, response.read())
         finally:
             conn.close()
 
@@ -149,7 +152,7 @@ def live_server(env: dict[str, str], log: Path) -> Iterator[LiveServer]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = LiveServer("127.0.0.1", port)
+    server = LiveServer("127.0.0.1", port, process)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -162,5 +165,6 @@ def live_server(env: dict[str, str], log: Path) -> Iterator[LiveServer]:
                 time.sleep(0.2)
         yield server
     finally:
-        os.killpg(process.pid, 15)
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
         process.wait(timeout=30)
