@@ -1,0 +1,103 @@
+"""SIGTERM, as a platform sends it to the Procfile's web process: drain, finish, exit in time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+
+from tests.live import LiveServer, fresh_database, live_server, server_environment
+
+IDLE_CONNECTIONS = 500
+GRACEFUL_TIMEOUT = 20  # gunicorn.conf.py's graceful_timeout
+
+
+@pytest.fixture
+def database_url(tmp_path, django_db_blocker):
+    with django_db_blocker.unblock(), fresh_database(tmp_path) as url:
+        yield url
+
+
+@contextmanager
+def messages_locked(database_url: str) -> Iterator[None]:
+    """Hold the database's write lock on messages, so a POST waits for it."""
+    if database_url.startswith("sqlite"):
+        holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    else:
+        holder = psycopg.connect(database_url)
+        holder.execute("LOCK TABLE conversations_message IN ACCESS EXCLUSIVE MODE")
+    try:
+        yield
+    finally:
+        holder.rollback() if isinstance(holder, psycopg.Connection) else holder.execute("ROLLBACK")
+        holder.close()
+
+
+def idle_connections(port: int, count: int) -> list[socket.socket]:
+    """Connections that have had one answer each and now wait, as a widget's keep-alive does."""
+    socks = []
+    for n in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if n % 2:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+        socks.append(sock)
+    return socks
+
+
+def closed_by_server(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_on_sigterm_idle_connections_close_at_once_and_a_request_in_flight_finishes(
+    database_url, tmp_path
+):
+    env = server_environment(database_url)
+    with live_server(env, tmp_path / "server.log") as server:
+        socks = idle_connections(server.port, IDLE_CONNECTIONS)
+        answers = []
+
+        def post(running: LiveServer) -> None:
+            message = {"sender": "a", "conversation_id": "drain", "message": "in flight"}
+            answers.append(running.request("POST", "/messages/", message).status)
+
+        with messages_locked(database_url):
+            in_flight = threading.Thread(target=post, args=(server,))
+            in_flight.start()
+            time.sleep(1)
+            os.killpg(server.process.pid, signal.SIGTERM)
+            signalled = time.monotonic()
+            closed = sum(
+                closed_by_server(sock, max(0.01, signalled + 3 - time.monotonic()))
+                for sock in socks
+            )
+            closed_within = time.monotonic() - signalled
+            time.sleep(1)
+        in_flight.join(timeout=GRACEFUL_TIMEOUT)
+        server.process.wait(timeout=GRACEFUL_TIMEOUT + 5)
+        exited_within = time.monotonic() - signalled
+        for sock in socks:
+            sock.close()
+
+    assert answers == [201]
+    assert closed == IDLE_CONNECTIONS
+    assert closed_within < 3
+    assert exited_within < GRACEFUL_TIMEOUT
