@@ -203,3 +203,24 @@ def test_a_request_that_has_not_arrived_by_the_deadline_has_its_connection_close
     assert closed_after is not None, f"still open after {elapsed:.1f} s"
     assert deadline - 0.5 <= elapsed <= deadline + 2
     assert received in (b"",) or received.startswith(b"HTTP/1.1 408 ")
+
+
+def test_past_the_connection_bound_a_new_connection_is_a_503_and_service_resumes_below_it(
+    database_url, tmp_path
+):
+    bound = 20
+    env = server_environment(database_url, WEB_CONCURRENCY="1", WEB_MAX_CONNECTIONS=str(bound))
+    with live_server(env, tmp_path / "server.log") as server:
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(bound)]
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
+            refused, closed_after = read_until_closed(extra, 5)
+        for sock in held:
+            sock.close()
+        time.sleep(0.5)
+        after = server.request("GET", "/healthz")
+
+    assert refused.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"retry-after: 1\r\n" in refused
+    assert closed_after is not None and closed_after < 1
+    assert after.status == 200
