@@ -21,7 +21,9 @@ from django.utils.http import content_disposition_header
 from django.utils.text import Truncator
 
 from . import export
+from .inputs import PageRequest
 from .models import Conversation, Message
+from .selectors import page_rows
 
 RECENT_MESSAGES_SHOWN = 50
 # file format: (what writes it, its content type)
@@ -138,8 +140,9 @@ class ConversationAdmin(ReadOnlyAdmin):
 
     @admin.display(description=f"Latest messages (up to {RECENT_MESSAGES_SHOWN}, newest last)")
     def recent_messages(self, conversation: Conversation) -> str:
-        recent = Message.objects.page(
-            conversation.id, limit=RECENT_MESSAGES_SHOWN, newest=conversation.last_message_id or 0
+        recent = page_rows(
+            PageRequest(conversation.id, limit=RECENT_MESSAGES_SHOWN),
+            newest=conversation.last_message_id or 0,
         )
         rows = format_html_join(
             "",

@@ -3,8 +3,8 @@
 import pytest
 from django.db import connection
 
-from conversations.models import Message
-from conversations.pagination import ConversationState
+from conversations.inputs import PageRequest
+from conversations.selectors import ConversationState, page_sql
 from tests.conftest import postgresql_only
 
 pytestmark = [
@@ -56,8 +56,8 @@ def explain(conversation_id: str, **paging) -> list[dict]:
     state = ConversationState.load(conversation_id)
     middle = (state.first_message_id + state.last_message_id) // 2
     paging = {k: middle if v == "middle" else v for k, v in paging.items()}
-    sql, params = Message.objects.page_sql(
-        conversation_id, limit=100, newest=state.last_message_id, **paging
+    sql, params = page_sql(
+        PageRequest(conversation_id, limit=100, **paging), newest=state.last_message_id
     )
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
