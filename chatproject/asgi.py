@@ -20,6 +20,7 @@ from a2wsgi import WSGIMiddleware
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
 
 from django.conf import settings  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
 
 from chatproject.wsgi import application as django_application  # noqa: E402
 
@@ -120,6 +121,10 @@ class Application:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    # Import the URLconf, and with it every view, before the first
+                    # request instead of during it: that request would otherwise
+                    # wait for the imports, in each worker.
+                    get_resolver().url_patterns  # noqa: B018
                     if self.startup is not None:
                         await self.startup()
                 except Exception as exc:

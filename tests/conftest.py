@@ -80,3 +80,12 @@ def unreachable_database():
     connection.close()
     connection.settings_dict.clear()
     connection.settings_dict.update(saved)
+
+
+@pytest.fixture(scope="module")
+def fresh_database_url(tmp_path_factory, django_db_blocker):
+    """A new, empty database for the module's live servers (tests/live.py), dropped after it."""
+    from tests.live import fresh_database
+
+    with django_db_blocker.unblock(), fresh_database(tmp_path_factory.mktemp("db")) as url:
+        yield url

@@ -8,19 +8,13 @@ import time
 
 import pytest
 
-from tests.live import fresh_database, live_server, server_environment
+from tests.live import live_server, server_environment
 
 
 @pytest.fixture(scope="module")
-def database_url(tmp_path_factory, django_db_blocker):
-    with django_db_blocker.unblock(), fresh_database(tmp_path_factory.mktemp("db")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def server(database_url, tmp_path_factory):
+def server(fresh_database_url, tmp_path_factory):
     with live_server(
-        server_environment(database_url), tmp_path_factory.mktemp("log") / "server.log"
+        server_environment(fresh_database_url), tmp_path_factory.mktemp("log") / "server.log"
     ) as running:
         for text in ("first", "second"):
             posted = running.request(

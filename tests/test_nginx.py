@@ -13,7 +13,6 @@ from tests.live import (
     PROJECT,
     LiveServer,
     free_port,
-    fresh_database,
     live_server,
     server_environment,
 )
@@ -56,34 +55,32 @@ http {{
 
 
 @pytest.fixture(scope="module")
-def proxied(tmp_path_factory, django_db_blocker):
+def proxied(tmp_path_factory, fresh_database_url):
     tmp = tmp_path_factory.mktemp("nginx")
-    env = server_environment("", DJANGO_TRUSTED_PROXIES="1")
-    with django_db_blocker.unblock(), fresh_database(tmp) as url:
-        env["DATABASE_URL"] = url
-        with live_server(env, tmp / "server.log") as server:
-            listen = free_port()
-            config = nginx_config(tmp, listen, server.port)
-            check = subprocess.run([NGINX, "-t", "-c", str(config)], capture_output=True, text=True)
-            assert check.returncode == 0, check.stderr
-            nginx = subprocess.Popen(
-                [NGINX, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            try:
-                front = LiveServer("127.0.0.1", listen)
-                deadline = time.monotonic() + 10
-                while True:
-                    try:
-                        front.request("GET", "/healthz")
-                        break
-                    except OSError:
-                        if nginx.poll() is not None or time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.1)
-                yield front, tmp / "server.log"
-            finally:
-                nginx.terminate()
-                nginx.wait(timeout=10)
+    env = server_environment(fresh_database_url, DJANGO_TRUSTED_PROXIES="1")
+    with live_server(env, tmp / "server.log") as server:
+        listen = free_port()
+        config = nginx_config(tmp, listen, server.port)
+        check = subprocess.run([NGINX, "-t", "-c", str(config)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        nginx = subprocess.Popen(
+            [NGINX, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            front = LiveServer("127.0.0.1", listen)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    front.request("GET", "/healthz")
+                    break
+                except OSError:
+                    if nginx.poll() is not None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            yield front, tmp / "server.log"
+        finally:
+            nginx.terminate()
+            nginx.wait(timeout=10)
 
 
 def test_the_api_answers_through_nginx_with_links_to_the_address_the_client_used(proxied):
@@ -91,7 +88,7 @@ def test_the_api_answers_through_nginx_with_links_to_the_address_the_client_used
     posted = front.request(
         "POST", "/messages/", {"sender": "ada", "conversation_id": "via-nginx", "message": "hi"}
     )
-    first = front.request(
+    second = front.request(
         "POST", "/messages/", {"sender": "ada", "conversation_id": "via-nginx", "message": "again"}
     )
     page = front.request("GET", "/conversations/via-nginx?limit=1")
@@ -104,8 +101,8 @@ def test_the_api_answers_through_nginx_with_links_to_the_address_the_client_used
     assert page.status == 200
     assert page.json() == {
         "id": "via-nginx",
-        "messages": [{k: first.json()[k] for k in ("id", "sender", "message", "created")}],
-        "previous": f"http://127.0.0.1:{front.port}/conversations/via-nginx?before={first.json()['id']}&limit=1",
+        "messages": [{k: second.json()[k] for k in ("id", "sender", "message", "created")}],
+        "previous": f"http://127.0.0.1:{front.port}/conversations/via-nginx?before={second.json()['id']}&limit=1",
         "next": None,
     }
 

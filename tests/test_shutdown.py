@@ -12,28 +12,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-import pytest
 
-from tests.live import LiveServer, fresh_database, live_server, server_environment
+from tests.live import LiveServer, live_server, server_environment
 
 IDLE_CONNECTIONS = 500
 GRACEFUL_TIMEOUT = 20  # gunicorn.conf.py's graceful_timeout
 
 
-@pytest.fixture
-def database_url(tmp_path, django_db_blocker):
-    with django_db_blocker.unblock(), fresh_database(tmp_path) as url:
-        yield url
-
-
 @contextmanager
-def messages_locked(database_url: str) -> Iterator[None]:
+def messages_locked(fresh_database_url: str) -> Iterator[None]:
     """Hold the database's write lock on messages, so a POST waits for it."""
-    if database_url.startswith("sqlite"):
-        holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+    if fresh_database_url.startswith("sqlite"):
+        holder = sqlite3.connect(
+            fresh_database_url.removeprefix("sqlite:///"), isolation_level=None
+        )
         holder.execute("BEGIN IMMEDIATE")
     else:
-        holder = psycopg.connect(database_url)
+        holder = psycopg.connect(fresh_database_url)
         holder.execute("LOCK TABLE conversations_message IN ACCESS EXCLUSIVE MODE")
     try:
         yield
@@ -68,9 +63,9 @@ def closed_by_server(sock: socket.socket, seconds: float) -> bool:
 
 
 def test_on_sigterm_idle_connections_close_at_once_and_a_request_in_flight_finishes(
-    database_url, tmp_path
+    fresh_database_url, tmp_path
 ):
-    env = server_environment(database_url)
+    env = server_environment(fresh_database_url)
     with live_server(env, tmp_path / "server.log") as server:
         socks = idle_connections(server.port, IDLE_CONNECTIONS)
         answers = []
@@ -79,7 +74,7 @@ def test_on_sigterm_idle_connections_close_at_once_and_a_request_in_flight_finis
             message = {"sender": "a", "conversation_id": "drain", "message": "in flight"}
             answers.append(running.request("POST", "/messages/", message).status)
 
-        with messages_locked(database_url):
+        with messages_locked(fresh_database_url):
             in_flight = threading.Thread(target=post, args=(server,))
             in_flight.start()
             time.sleep(1)

@@ -17,17 +17,11 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.live import fresh_database, live_server, server_environment
+from tests.live import live_server, server_environment
 
 EACH_KIND = 256
 HELD_SECONDS = 20
 ANSWER_WITHIN = 1.0
-
-
-@pytest.fixture(scope="module")
-def database_url(tmp_path_factory, django_db_blocker):
-    with django_db_blocker.unblock(), fresh_database(tmp_path_factory.mktemp("db")) as url:
-        yield url
 
 
 def stalled_headers(sock: socket.socket) -> Callable[[], bytes]:
@@ -123,9 +117,9 @@ def timed_get(port: int, path: str) -> tuple[int | str, float]:
 
 
 def test_hundreds_of_slow_and_idle_connections_do_not_delay_an_ordinary_request(
-    database_url, tmp_path
+    fresh_database_url, tmp_path
 ):
-    with live_server(server_environment(database_url), tmp_path / "server.log") as server:
+    with live_server(server_environment(fresh_database_url), tmp_path / "server.log") as server:
         attacker = Attacker(server.port, EACH_KIND, HELD_SECONDS)
         attacker.start()
         assert attacker.held.wait(timeout=30), "the attacker could not open its connections"
@@ -179,10 +173,10 @@ def read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, float
     ],
 )
 def test_a_request_that_has_not_arrived_by_the_deadline_has_its_connection_closed(
-    database_url, tmp_path, opening, trickle
+    fresh_database_url, tmp_path, opening, trickle
 ):
     deadline = 2
-    env = server_environment(database_url, WEB_REQUEST_DEADLINE=str(deadline))
+    env = server_environment(fresh_database_url, WEB_REQUEST_DEADLINE=str(deadline))
     with live_server(env, tmp_path / "server.log") as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
             sock.sendall(opening)
@@ -206,10 +200,12 @@ def test_a_request_that_has_not_arrived_by_the_deadline_has_its_connection_close
 
 
 def test_past_the_connection_bound_a_new_connection_is_a_503_and_service_resumes_below_it(
-    database_url, tmp_path
+    fresh_database_url, tmp_path
 ):
     bound = 20
-    env = server_environment(database_url, WEB_CONCURRENCY="1", WEB_MAX_CONNECTIONS=str(bound))
+    env = server_environment(
+        fresh_database_url, WEB_CONCURRENCY="1", WEB_MAX_CONNECTIONS=str(bound)
+    )
     with live_server(env, tmp_path / "server.log") as server:
         held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(bound)]
         time.sleep(0.5)
