@@ -1,7 +1,8 @@
 # make run: a development server on http://127.0.0.1:8000 with SQLite.
 # make test: the whole suite (SQLite by default; set DATABASE_URL for PostgreSQL).
-# make crash: the crash test (SEED=7 DURATION=60); make crash-quick: its ~10 s variant.
-# make fuzz: schemathesis against gunicorn (SEED=7 EXAMPLES=400; DATABASE_URL picks the database).
+# make crash: the crash test (SEED=7 DURATION=60); make crash-quick: its ~10 s variant (docs/crash-test.md).
+# make fuzz: schemathesis against gunicorn (SEED=7 EXAMPLES=400; DATABASE_URL picks the database;
+# docs/fuzzing.md).
 
 PYTHON ?= python3
 VENV := .venv
@@ -50,24 +51,24 @@ test: $(VENV)/.dev-installed
 	$(BIN)/pytest
 
 # The benchmark and the soak run need PostgreSQL on 127.0.0.1:5432 (user postgres) and wrk
-# (installed from Debian's packages if missing); see the README's Performance section.
+# (installed from Debian's packages if missing); see docs/performance.md.
 bench: $(VENV)/.dev-installed
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 soak: $(VENV)/.dev-installed
-	$(BIN)/python bench/soak.py
+	$(BIN)/python -m bench.soak
 
 profile: $(VENV)/.dev-installed
-	$(BIN)/python bench/profile.py get
+	$(BIN)/python -m bench.profile get
 
 SEED ?= 7
 DURATION ?= 60
 
 crash: $(VENV)/.run-installed
-	$(BIN)/python bench/crash.py --seed $(SEED) --duration $(DURATION)
+	$(BIN)/python -m bench.crash --seed $(SEED) --duration $(DURATION)
 
 crash-quick: $(VENV)/.run-installed
-	$(BIN)/python bench/crash.py --quick --seed $(SEED)
+	$(BIN)/python -m bench.crash --quick --seed $(SEED)
 
 # Known vulnerabilities in the pinned runtime dependencies (pip-audit asks PyPI).
 audit: $(VENV)/.dev-installed
@@ -78,7 +79,7 @@ EXAMPLES ?= 400
 # schemathesis, every check, on a fresh database of DATABASE_URL's kind (SQLite when unset);
 # tests/test_fuzz.py runs its --quick variant in make test.
 fuzz: $(VENV)/.dev-installed
-	$(BIN)/python bench/fuzz.py --seed $(SEED) --max-examples $(EXAMPLES)
+	$(BIN)/python -m bench.fuzz --seed $(SEED) --max-examples $(EXAMPLES)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -1,7 +1,7 @@
 """Crash test: every acknowledged message survives killed workers, servers and databases.
 
-    .venv/bin/python bench/crash.py --seed 7 --duration 60    # the full run (make crash)
-    .venv/bin/python bench/crash.py --quick --seed 3          # ~10 s, one fault of each kind
+    .venv/bin/python -m bench.crash --seed 7 --duration 60    # the full run (make crash)
+    .venv/bin/python -m bench.crash --quick --seed 3          # ~10 s, one fault of each kind
 
 It starts a throwaway PostgreSQL (``initdb`` into a temporary directory, a free
 port on 127.0.0.1, so it never stops a server it did not start), migrates it
@@ -21,16 +21,11 @@ The exit status is 0 only when there is no violation.
 from __future__ import annotations
 
 import argparse
-import glob
 import http.client
 import itertools
 import json
 import os
-import pwd
 import random
-import re
-import secrets
-import shlex
 import shutil
 import signal
 import subprocess
@@ -47,12 +42,20 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
+from harness.databases import ThrowawayPostgres, postgres_bindir, postgres_unavailable
+from harness.processes import (
+    HOST,
+    children,
+    free_port,
+    release,
+    server_environment,
+    spawn,
+    stop,
+    wait_for_group_to_exit,
+    wait_until_answering,
+    web_command,
+)
 
-from tests.live import free_port, procfile_command  # noqa: E402
-
-HOST = "127.0.0.1"
 DATABASE = "chat"
 WEB_CONCURRENCY = 2
 CONVERSATIONS = 10
@@ -78,114 +81,7 @@ def log(started: float, text: str) -> None:
     print(f"[{stamp} +{time.monotonic() - started:6.2f}s] {text}", flush=True)
 
 
-# -- PostgreSQL ------------------------------------------------------------
-
-
-def _version_key(bindir: str) -> tuple[int, ...]:
-    digits = re.findall(r"\d+", Path(bindir).parent.name)
-    return tuple(int(d) for d in digits)
-
-
-def postgres_bindir() -> Path | None:
-    """The directory of initdb and pg_ctl: pg_config's, else the newest Debian one."""
-    candidates = []
-    if pg_config := shutil.which("pg_config"):
-        found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
-        if found.returncode == 0:
-            candidates.append(found.stdout.strip())
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
-    candidates += ["/usr/local/pgsql/bin"]
-    for candidate in candidates:
-        bindir = Path(candidate)
-        if all((bindir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
-            return bindir
-    return None
-
-
-def postgres_unavailable() -> str | None:
-    """Why a throwaway PostgreSQL cannot be started here, or None if it can."""
-    if postgres_bindir() is None:
-        return "the PostgreSQL server binaries (initdb, pg_ctl) are not installed"
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            return "running as root, and there is no 'postgres' user to run PostgreSQL as"
-    return None
-
-
-class Postgres:
-    """A PostgreSQL instance of our own in ``root``, on 127.0.0.1 only."""
-
-    def __init__(self, bindir: Path, root: Path) -> None:
-        self.bindir = bindir
-        self.root = root
-        self.data = root / "pgdata"
-        self.log = root / "postgresql.log"
-        self.port = free_port()
-        self.url = self.url_of(DATABASE)
-
-    def _run(self, tool: str, *args: str) -> None:
-        command = [str(self.bindir / tool), *args]
-        if os.geteuid() == 0:
-            # initdb and postgres refuse to run as root.
-            command = ["runuser", "-u", "postgres", "--", *command]
-        done = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"{tool} {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-
-    def create(self) -> None:
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-        self._run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
-            "--encoding=UTF8", "--locale=C", "--no-sync",
-        )  # fmt: skip
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(
-                f"listen_addresses = '{HOST}'\n"
-                f"port = {self.port}\n"
-                f"unix_socket_directories = '{self.root}'\n"
-                # After a crash PostgreSQL fsyncs its data directory file by
-                # file before recovery, seconds on a slow disk; one syncfs()
-                # gives the same guarantee.
-                "recovery_init_sync_method = syncfs\n"
-            )
-        self.start()
-        with psycopg.connect(self.url_of("postgres"), autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{DATABASE}"')
-
-    def url_of(self, database: str) -> str:
-        return f"postgres://postgres@{HOST}:{self.port}/{database}"
-
-    def start(self) -> None:
-        self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60")
-
-    def crash(self) -> None:
-        """Stop without a checkpoint: every backend dies as in a power cut of the server."""
-        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w")
-
-    def destroy(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            try:
-                self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w")
-            except RuntimeError as error:
-                print(error, file=sys.stderr)
-
-
 # -- gunicorn --------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return sorted(found)
 
 
 class Gunicorn:
@@ -196,33 +92,13 @@ class Gunicorn:
         # XDG_RUNTIME_DIR puts gunicorn's control socket (gunicorn.ctl) in our
         # directory instead of one shared by every gunicorn of this user.
         self.env = {**env, "PORT": str(self.port), "XDG_RUNTIME_DIR": str(root)}
-        # gunicorn.conf.py binds 0.0.0.0 for a platform; a later --bind wins.
-        self.command = [*shlex.split(procfile_command("web")), "--bind", f"{HOST}:{self.port}"]
         self.log = root / "gunicorn.log"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        with self.log.open("ab") as output:
-            self.process = subprocess.Popen(
-                self.command,
-                cwd=PROJECT,
-                env=self.env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                connection = http.client.HTTPConnection(HOST, self.port, timeout=5)
-                connection.request("GET", "/conversations/warm-up")
-                connection.getresponse().read()
-                connection.close()
-                return
-            except (OSError, http.client.HTTPException):
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start; see {self.log}") from None
-                time.sleep(0.1)
+        # The log is appended to: each restart's lines follow the last one's.
+        self.process = spawn(web_command(self.port), self.env, self.log)
+        wait_until_answering(self.port, self.process, self.log, timeout=60)
 
     def workers(self) -> list[int]:
         return children(self.process.pid)
@@ -243,35 +119,18 @@ class Gunicorn:
         raise RuntimeError(f"gunicorn did not replace worker {victim} within 30 s")
 
     def terminate(self) -> float:
-        """SIGTERM the master and wait for it (and its workers) to exit; the seconds taken."""
+        """SIGTERM the master alone, as a platform's restart does; wait for its group to exit.
+
+        The seconds it took.
+        """
         sent = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
-        self._wait_for_group_to_exit(timeout=30)
+        wait_for_group_to_exit(self.process, timeout=30)
         return time.monotonic() - sent
 
-    def _wait_for_group_to_exit(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                os.killpg(self.process.pid, 0)
-            except ProcessLookupError:
-                return
-            if time.monotonic() > deadline:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                return
-            time.sleep(0.02)
-
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self._wait_for_group_to_exit(timeout=10)
+        stop(self.process)
 
 
 # -- writers ---------------------------------------------------------------
@@ -444,7 +303,7 @@ def fault_plan(seed: int, duration: float, quick: bool) -> list[Fault]:
                 return plan
 
 
-def inject(fault: Fault, web: Gunicorn, database: Postgres) -> str:
+def inject(fault: Fault, web: Gunicorn, database: ThrowawayPostgres) -> str:
     if fault.kind == KILL_WORKER:
         killed, fresh, seconds = web.kill_worker(fault.pick)
         return f"kill -9 worker {killed}; master started worker {fresh} in {seconds:.2f} s"
@@ -617,24 +476,6 @@ def temporary_root(keep: bool) -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def server_environment(database_url: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GUNICORN_", "PORT"))
-    }
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        DATABASE_URL=database_url,
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-        DJANGO_HTTPS="0",
-        WEB_CONCURRENCY=str(WEB_CONCURRENCY),
-        # Every writer posts from 127.0.0.1: the default limits would refuse
-        # most of them, and this run is about what is stored, not about pacing.
-        RATE_LIMIT_POST="off",
-        RATE_LIMIT_GET="off",
-    )
-    return env
-
-
 def run(args: argparse.Namespace) -> int:
     bindir = postgres_bindir()
     if reason := postgres_unavailable():
@@ -652,20 +493,18 @@ def run(args: argparse.Namespace) -> int:
     setup = time.monotonic()
     with ExitStack() as cleanup:
         root = cleanup.enter_context(temporary_root(args.keep))
-        database = Postgres(bindir, root)
+        database = ThrowawayPostgres(bindir, root, DATABASE)
         cleanup.callback(database.destroy)
         database.create()
-        env = server_environment(database.url)
-        release = subprocess.run(
-            shlex.split(procfile_command("release")),
-            cwd=PROJECT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        env = server_environment(
+            database.url,
+            WEB_CONCURRENCY=str(WEB_CONCURRENCY),
+            # Every writer posts from 127.0.0.1: the default limits would refuse
+            # most of them, and this run is about what is stored, not about pacing.
+            RATE_LIMIT_POST="off",
+            RATE_LIMIT_GET="off",
         )
-        if release.returncode != 0:
-            raise RuntimeError(f"release failed:\n{release.stderr}")
+        release(env)
         web = Gunicorn(env, root)
         cleanup.callback(web.stop)
         web.start()

@@ -24,19 +24,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
-# This process only reads the settings to find the database server; the
-# service itself gets tests/live.py's environment.
-os.environ.setdefault("DJANGO_SECRET_KEY", "fuzz-launcher-only")
-
-import django  # noqa: E402
-
-django.setup()
-
-from tests.live import fresh_database, live_server, server_environment  # noqa: E402
+from harness.databases import fresh_database
+from harness.processes import PROJECT, live_server, server_environment
 
 CONFIG = PROJECT / "bench" / "schemathesis.toml"
 SEED = 7

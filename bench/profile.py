@@ -1,8 +1,8 @@
 """Profile the hot paths in-process with pyinstrument: no network, no server.
 
 Drives the WSGI application directly against the benchmark database that
-``bench/run.py`` filled (run that first), so the profile shows where the
-service's own time goes: ``python bench/profile.py post|get|not_modified|idle_poll``.
+``python -m bench.run`` filled (run that first), so the profile shows where the
+service's own time goes: ``python -m bench.profile post|get|not_modified|idle_poll``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import io
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chat_bench")
 os.environ.setdefault("DJANGO_SECRET_KEY", "profile-only-secret-key-0123456789abcdefghijklmnop")
 os.environ.setdefault("DJANGO_HTTPS", "0")

@@ -16,8 +16,6 @@ import os
 import platform
 import runpy
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,17 +28,28 @@ from pathlib import Path
 
 import psycopg
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
-
-from tests.live import free_port, procfile_command  # noqa: E402
+from harness.databases import create_database, database_on
+from harness.processes import (
+    PROJECT,
+    free_port,
+    procfile_command,
+    release,
+    server_environment,
+    spawn,
+    stop,
+    wait_until_answering,
+)
 
 BENCH = PROJECT / "bench"
 RESULTS = BENCH / "results"
-SERVER = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+SERVER_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 DATABASE = "chat_bench"
-# The servers under test run two workers, as the benchmark specifies.
+# The servers under test run gunicorn.conf.py with two workers, as the
+# benchmark specifies, and no GUNICORN_ variable of the shell (the harness
+# leaves them out); connection_bound() reads the same file in this process.
 os.environ["WEB_CONCURRENCY"] = "2"
+for variable in [name for name in os.environ if name.startswith("GUNICORN_")]:
+    del os.environ[variable]
 CONVERSATIONS = 1000
 MESSAGES_EACH = 50
 SIZES = [10, 10_000, 1_000_000]
@@ -49,7 +58,7 @@ SIZES = [10, 10_000, 1_000_000]
 @dataclass
 class Server:
     name: str
-    command: str
+    command: list[str]
     port: int = 0
     process: subprocess.Popen | None = None
     connections_peak: int = 0
@@ -85,25 +94,14 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or sys.exit("wrk could not be installed")
 
 
-def database_url(name: str = DATABASE) -> str:
-    return f"postgres://{SERVER['user']}@{SERVER['host']}:{SERVER['port']}/{name}"
-
-
-def recreate_database() -> None:
-    with psycopg.connect(dbname="postgres", autocommit=True, **SERVER) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
+def database_url() -> str:
+    return database_on(SERVER_URL, DATABASE)
 
 
 def environment(port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    return server_environment(
         # Named, so that the connection sampler counts this server's connections alone.
-        DATABASE_URL=f"{database_url()}?application_name=service",
-        DJANGO_SECRET_KEY="benchmark-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
-        DJANGO_HTTPS="0",
-        WEB_CONCURRENCY="2",
+        f"{database_url()}?application_name=service",
         # The load comes from one address; limits that it can never reach keep
         # the rate limiter's cost in what is measured without refusing anything.
         RATE_LIMIT_POST="1000000000/s",
@@ -111,7 +109,6 @@ def environment(port: int) -> dict[str, str]:
         PORT=str(port),
         PYTHONPATH=str(PROJECT),
     )
-    return env
 
 
 FILL = f"""
@@ -161,45 +158,23 @@ def fill() -> None:
 
 def prepare_database() -> None:
     """A fresh database, migrated by the Procfile's release command, then filled."""
-    recreate_database()
-    migrate = subprocess.run(
-        procfile_command("release"),
-        shell=True,
-        cwd=PROJECT,
-        env=environment(0),
-        capture_output=True,
-    )
-    if migrate.returncode:
-        sys.exit(migrate.stderr.decode())
+    create_database(SERVER_URL, DATABASE, replace=True)
+    try:
+        release(environment(0))
+    except RuntimeError as error:
+        sys.exit(str(error))
     fill()
 
 
 def start(server: Server) -> None:
     server.port = free_port()
-    server.process = subprocess.Popen(
-        # Loopback only: gunicorn.conf.py binds every interface, as a deploy wants.
-        f"{server.command} --bind 127.0.0.1:{server.port}",
-        shell=True,
-        cwd=PROJECT,
-        env=environment(server.port),
-        stdout=subprocess.DEVNULL,
-        stderr=(RESULTS / f"{server.name}.log").open("wb"),
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{server.name} did not start; see {RESULTS / (server.name + '.log')}")
-
-
-def stop(server: Server) -> None:
-    if server.process and server.process.poll() is None:
-        os.killpg(server.process.pid, signal.SIGTERM)
-        server.process.wait(timeout=30)
+    log = RESULTS / f"{server.name}.log"
+    log.unlink(missing_ok=True)
+    # Loopback only: gunicorn.conf.py binds every interface, as a deploy wants.
+    command = [*server.command, "--bind", f"127.0.0.1:{server.port}"]
+    # stdout is the request log, a line per answer: kept off the disk while measuring.
+    server.process = spawn(command, environment(server.port), log, discard_stdout=True)
+    wait_until_answering(server.port, server.process, log)
 
 
 def record_memory(server: Server) -> None:
@@ -227,7 +202,7 @@ class ConnectionSampler(threading.Thread):
         self.running = True
 
     def run(self) -> None:
-        with psycopg.connect(dbname="postgres", autocommit=True, **SERVER) as conn:
+        with psycopg.connect(SERVER_URL, autocommit=True) as conn:
             while self.running:
                 counts = dict(
                     conn.execute(
@@ -314,7 +289,7 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
 
 def server_processes(server: Server) -> list[int]:
     """The server's gunicorn processes and its PostgreSQL backends."""
-    with psycopg.connect(dbname="postgres", autocommit=True, **SERVER) as conn:
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
         backends = conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
             [DATABASE, server.name],
@@ -482,11 +457,20 @@ def main() -> None:
     wrk = ensure_wrk()
     if not args.skip_fill:
         prepare_database()
-    config = "--config gunicorn.conf.py"
     servers = [
         Server("service", procfile_command("web")),
         # The ceiling is a bare WSGI application: gthread serves it, with the same threads.
-        Server("ceiling", f"gunicorn bench.ceiling:app {config} --worker-class gthread"),
+        Server(
+            "ceiling",
+            [
+                "gunicorn",
+                "bench.ceiling:app",
+                "--config",
+                "gunicorn.conf.py",
+                "--worker-class",
+                "gthread",
+            ],
+        ),
     ]
     sampler = ConnectionSampler(servers)
     try:
@@ -499,7 +483,7 @@ def main() -> None:
     finally:
         sampler.running = False
         for server in servers:
-            stop(server)
+            stop(server.process)
     if args.only:
         for name, runs in results.items():
             ours, bare = median_run(runs["service"]), median_run(runs["ceiling"])

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import run as bench  # noqa: E402
+from bench import run as bench
+from harness.processes import procfile_command, stop
 
 MIXED = f"""
 function request()
@@ -54,13 +53,13 @@ def main() -> None:
 
     bench.RESULTS.mkdir(exist_ok=True)
     wrk = bench.ensure_wrk()
-    with psycopg.connect(dbname="postgres", autocommit=True, **bench.SERVER) as conn:
+    with psycopg.connect(bench.SERVER_URL, autocommit=True) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", [bench.DATABASE]
         ).fetchone()
     if not exists:
         bench.prepare_database()
-    server = bench.Server("service", bench.procfile_command("web"))
+    server = bench.Server("service", procfile_command("web"))
     sampler = bench.ConnectionSampler([server])
     try:
         bench.start(server)
@@ -72,7 +71,7 @@ def main() -> None:
         after = worker_rss_mb(server)
     finally:
         sampler.running = False
-        bench.stop(server)
+        stop(server.process)
 
     bound = bench.connection_bound()
     bad = sum(n for status, n in result["statuses"].items() if not 200 <= status < 300)

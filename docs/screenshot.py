@@ -3,7 +3,7 @@
 Run from the project root with the dev tools installed (``make test`` installs
 them) and Chromium present (``bin/install-chromium``)::
 
-    .venv/bin/python docs/screenshot.py
+    .venv/bin/python -m docs.screenshot
 
 It serves the Procfile's gunicorn on a throw-away SQLite database, posts a
 short conversation through the API, and photographs one side of it.
@@ -15,14 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
-# Run as a script, it borrows the test suite's live server and browser helpers.
-sys.path.insert(0, str(PROJECT))
+from playwright.sync_api import expect, sync_playwright
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-from tests.browser import launch_chromium, missing_chromium  # noqa: E402
-from tests.live import live_server, manage, server_environment  # noqa: E402
+from harness.browser import launch_chromium, missing_chromium
+from harness.processes import PROJECT, live_server, manage, server_environment
 
 OUTPUT = PROJECT / "docs" / "demo.png"
 CONVERSATION = "tea-room"

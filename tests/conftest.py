@@ -7,15 +7,11 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from tests.live import free_port
+from harness.processes import free_port
 
 # The answer to any request while the database cannot be reached or is stuck.
-SERVICE_UNAVAILABLE = {
-    "type": "about:blank",
-    "title": "Service Unavailable",
-    "status": 503,
-    "detail": "The database is not answering; try again shortly.",
-}
+# The detail of the 503 for a database that does not answer.
+DATABASE_DOWN = "The database is not answering; try again shortly."
 
 
 def postgresql_only(reason: str) -> pytest.MarkDecorator:
@@ -55,6 +51,54 @@ def message(
     return {"sender": sender, "conversation_id": conversation_id, "message": text}
 
 
+# Every error's title, as RFC 9110 names its status.
+PROBLEM_TITLES = {
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
+
+
+def assert_problem(
+    response: Any,
+    status: int,
+    detail: str | None = None,
+    errors: dict[str, list[str]] | None = None,
+) -> dict:
+    """The answer is problem+json of this status, and its body is exactly the one expected.
+
+    With ``errors`` (each invalid field's messages, in order) and no ``detail``,
+    the detail is what the API writes for them: each field and its messages,
+    joined by "; ". With neither, any detail passes that is words for a person;
+    the rest of the body is still compared whole. Takes the Django test
+    client's responses and a live server's answers alike; returns the body.
+    """
+    status_code = response.status_code if hasattr(response, "status_code") else response.status
+    body = response.json()
+    if detail is None and errors is not None:
+        detail = "; ".join(f"{field}: {' '.join(texts)}" for field, texts in errors.items())
+    elif detail is None:
+        assert isinstance(body.get("detail"), str) and body["detail"].strip(), body
+        detail = body["detail"]
+    assert status in PROBLEM_TITLES, f"no title known for {status}: {body}"
+    expected = {"type": "about:blank", "title": PROBLEM_TITLES[status], "status": status}
+    expected["detail"] = detail
+    if errors is not None:
+        expected["errors"] = errors
+
+    assert status_code == status
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert body == expected
+    assert list(body.get("errors", {})) == list(errors or {})
+    return body
+
+
 @pytest.fixture
 def unreachable_redis(settings):
     """Rate limits on (one request a day), counted on a Redis that refuses connections."""
@@ -92,8 +136,8 @@ def unreachable_database():
 
 @pytest.fixture(scope="module")
 def fresh_database_url(tmp_path_factory, django_db_blocker):
-    """A new, empty database for the module's live servers (tests/live.py), dropped after it."""
-    from tests.live import fresh_database
+    """A new, empty database for the module's live servers (harness/processes.py), dropped after it."""
+    from harness.databases import fresh_database
 
     with django_db_blocker.unblock(), fresh_database(tmp_path_factory.mktemp("db")) as url:
         yield url

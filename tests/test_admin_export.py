@@ -14,6 +14,7 @@ from conversations import export
 from conversations.models import Message
 from conversations.representations import render_created
 from conversations.services import message_create
+from tests.conftest import assert_problem
 
 pytestmark = pytest.mark.django_db
 
@@ -60,6 +61,18 @@ def download(staff_client, file_format: str) -> StreamingHttpResponse:
     return staff_client.get(export_links(staff_client)[file_format.upper()])
 
 
+def downloaded_file(staff_client, file_format: str, content_type: str) -> str:
+    """The download's text, once its answer is checked to be a named attachment of this type."""
+    response = download(staff_client, file_format)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == content_type
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="conversation-team:ops@home+1_a.{file_format}"'
+    )
+    return b"".join(response.streaming_content).decode()
+
+
 def test_the_conversation_page_links_to_both_downloads(staff_client, chat):
     assert export_links(staff_client) == {
         "JSON": "/admin/conversations/conversation/team_3Aops_40home_2B1_5Fa/export/json/",
@@ -68,19 +81,12 @@ def test_the_conversation_page_links_to_both_downloads(staff_client, chat):
 
 
 def test_the_json_download_is_the_whole_conversation_oldest_first(staff_client, chat):
-    response = download(staff_client, "json")
-    body = b"".join(response.streaming_content).decode()
+    body = downloaded_file(staff_client, "json", "application/json")
     rows = [
         {"id": m.id, "sender": m.sender, "message": m.message, "created": render_created(m.created)}
         for m in chat
     ]
 
-    assert response.status_code == 200
-    assert response["Content-Type"] == "application/json"
-    assert (
-        response["Content-Disposition"]
-        == 'attachment; filename="conversation-team:ops@home+1_a.json"'
-    )
     assert body == (
         '{"id":"team:ops@home+1_a","messages":[\n'
         + ",\n".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")) for row in rows)
@@ -92,17 +98,10 @@ def test_the_json_download_is_the_whole_conversation_oldest_first(staff_client, 
 def test_the_csv_download_has_a_header_and_one_row_per_message_safe_for_spreadsheets(
     staff_client, chat
 ):
-    response = download(staff_client, "csv")
-    body = b"".join(response.streaming_content).decode()
+    body = downloaded_file(staff_client, "csv", "text/csv; charset=utf-8")
     created = [render_created(m.created) for m in chat]
     ids = [m.id for m in chat]
 
-    assert response.status_code == 200
-    assert response["Content-Type"] == "text/csv; charset=utf-8"
-    assert (
-        response["Content-Disposition"]
-        == 'attachment; filename="conversation-team:ops@home+1_a.csv"'
-    )
     assert body == (
         "id,conversation_id,sender,message,created\r\n"
         f"{ids[0]},team:ops@home+1_a,anson,I'm a teapot,{created[0]}\r\n"
@@ -159,8 +158,7 @@ def test_an_unknown_format_or_conversation_is_a_404(
 ):
     response = staff_client.get(EXPORT_URL.format(conversation_id, file_format))
 
-    assert response.status_code == 404
-    assert response["Content-Type"] == "application/problem+json"
+    assert_problem(response, 404, "There is nothing at this address.")
 
 
 def test_a_download_changes_nothing(staff_client, chat):

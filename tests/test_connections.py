@@ -7,8 +7,9 @@ import psycopg
 import pytest
 from django.db import OperationalError, connection, connections
 
+from harness.databases import fresh_database
+from harness.processes import live_server, server_environment
 from tests.conftest import postgresql_only
-from tests.live import fresh_database, live_server, server_environment
 
 pytestmark = postgresql_only("the test of a reused connection is PostgreSQL's backend's own")
 

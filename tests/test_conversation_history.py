@@ -4,7 +4,16 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from conversations.rules import (
+    AT_LEAST,
+    AT_MOST,
+    BEFORE_OR_AFTER,
+    CONVERSATION_ID_RULE,
+    NOT_AN_INTEGER,
+    TOO_LONG,
+)
 from conversations.services import message_create
+from tests.conftest import assert_problem
 
 pytestmark = pytest.mark.django_db
 
@@ -69,23 +78,19 @@ def test_other_conversations_are_not_mixed_in(api):
 
 
 @pytest.mark.parametrize(
-    "path",
+    ("path", "error"),
     [
-        "/conversations/" + "x" * 101,
-        "/conversations/a%20b",
-        "/conversations/a%00b",
-        "/conversations/%ED%A0%80",
-        "/conversations/..",
-        "/conversations/.",
-        "/conversations/%C3%A4",
+        ("/conversations/" + "x" * 101, TOO_LONG.format(max_length=100)),
+        ("/conversations/a%20b", CONVERSATION_ID_RULE),
+        ("/conversations/a%00b", CONVERSATION_ID_RULE),
+        ("/conversations/%ED%A0%80", CONVERSATION_ID_RULE),
+        ("/conversations/..", CONVERSATION_ID_RULE),
+        ("/conversations/.", CONVERSATION_ID_RULE),
+        ("/conversations/%C3%A4", CONVERSATION_ID_RULE),
     ],
 )
-def test_a_malformed_id_is_a_400(api, path):
-    response = api.get(path)
-
-    assert response.status_code == 400
-    assert response["Content-Type"] == "application/problem+json"
-    assert set(response.json()["errors"]) == {"conversation_id"}
+def test_a_malformed_id_is_a_400(api, path, error):
+    assert_problem(api.get(path), 400, errors={"conversation_id": [error]})
 
 
 def test_without_paging_the_newest_100_are_returned(api):
@@ -104,24 +109,19 @@ def test_limit_takes_the_newest_messages(api):
     assert ids(api.get("/conversations/c?limit=2")) == all_ids[3:]
 
 
-def test_before_returns_the_newest_messages_older_than_it(api):
+@pytest.mark.parametrize(
+    ("bound", "index"),
+    [
+        # The newest messages older than it.
+        ("before", 6),
+        # The oldest messages newer than it.
+        ("after", 2),
+    ],
+)
+def test_before_and_after_read_the_page_next_to_a_message(api, bound, index):
     all_ids = post_many("c", 10)
 
-    response = api.get(f"/conversations/c?before={all_ids[6]}&limit=3")
-
-    assert ids(response) == all_ids[3:6]
-    assert response.json()["previous"] == (
-        f"http://testserver/conversations/c?before={all_ids[3]}&limit=3"
-    )
-    assert (
-        response.json()["next"] == f"http://testserver/conversations/c?after={all_ids[5]}&limit=3"
-    )
-
-
-def test_after_returns_the_oldest_messages_newer_than_it(api):
-    all_ids = post_many("c", 10)
-
-    response = api.get(f"/conversations/c?after={all_ids[2]}&limit=3")
+    response = api.get(f"/conversations/c?{bound}={all_ids[index]}&limit=3")
 
     assert ids(response) == all_ids[3:6]
     assert response.json()["previous"] == (
@@ -207,40 +207,32 @@ def test_a_single_page_conversation_has_no_link_header(api):
 
 
 @pytest.mark.parametrize(
-    "query, field",
+    "query, field, error",
     [
-        ("limit=0", "limit"),
-        ("limit=1001", "limit"),
-        ("limit=-1", "limit"),
-        ("limit=abc", "limit"),
-        ("limit=", "limit"),
-        ("limit=1.0", "limit"),
-        ("limit=%2B5", "limit"),
-        ("limit=%205", "limit"),
-        ("limit=%D9%A3", "limit"),
-        ("before=-1", "before"),
-        ("before=x", "before"),
-        ("before=1e3", "before"),
-        ("after=-5", "after"),
-        ("limit=" + "9" * 5000, "limit"),
+        ("limit=0", "limit", AT_LEAST.format(min_value=1)),
+        ("limit=1001", "limit", AT_MOST.format(max_value=1000)),
+        ("limit=-1", "limit", NOT_AN_INTEGER),
+        ("limit=abc", "limit", NOT_AN_INTEGER),
+        ("limit=", "limit", NOT_AN_INTEGER),
+        ("limit=1.0", "limit", NOT_AN_INTEGER),
+        ("limit=%2B5", "limit", NOT_AN_INTEGER),
+        ("limit=%205", "limit", NOT_AN_INTEGER),
+        ("limit=%D9%A3", "limit", NOT_AN_INTEGER),
+        ("before=-1", "before", NOT_AN_INTEGER),
+        ("before=x", "before", NOT_AN_INTEGER),
+        ("before=1e3", "before", NOT_AN_INTEGER),
+        ("after=-5", "after", NOT_AN_INTEGER),
+        ("limit=" + "9" * 5000, "limit", AT_MOST.format(max_value=1000)),
     ],
 )
-def test_bad_paging_parameters_are_a_400(api, query, field):
-    response = api.get(f"/conversations/c?{query}")
-
-    assert response.status_code == 400
-    assert response["Content-Type"] == "application/problem+json"
-    assert list(response.json()["errors"]) == [field]
+def test_bad_paging_parameters_are_a_400(api, query, field, error):
+    assert_problem(api.get(f"/conversations/c?{query}"), 400, errors={field: [error]})
 
 
 def test_before_and_after_together_are_a_400(api):
     response = api.get("/conversations/c?before=5&after=1")
 
-    assert response.status_code == 400
-    assert response.json()["errors"] == {
-        "before": ["Use before or after, not both."],
-        "after": ["Use before or after, not both."],
-    }
+    assert_problem(response, 400, errors={"before": [BEFORE_OR_AFTER], "after": [BEFORE_OR_AFTER]})
 
 
 def test_limits_of_1_and_1000_are_accepted(api):
@@ -361,12 +353,11 @@ def test_posting_costs_three_statements_in_one_transaction(api, existing):
 
 
 def test_an_unknown_message_is_a_404_problem(api):
-    for path in [
-        "/messages/123456/",
-        f"/messages/{2**63}/",
-        f"/messages/{10**30}",
-        "/messages/" + "1" * 5000 + "/",
+    # Ids of more than 19 digits match no route, so the 404 of an unknown address answers.
+    for path, detail in [
+        ("/messages/123456/", "Not found."),
+        (f"/messages/{2**63}/", "Not found."),
+        (f"/messages/{10**30}", "There is nothing at this address."),
+        ("/messages/" + "1" * 5000 + "/", "There is nothing at this address."),
     ]:
-        response = api.get(path)
-        assert response.status_code == 404
-        assert response["Content-Type"] == "application/problem+json"
+        assert_problem(api.get(path), 404, detail)

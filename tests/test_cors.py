@@ -3,8 +3,8 @@
 import pytest
 
 from conversations.models import Message
+from harness.processes import manage, server_environment
 from tests.conftest import message
-from tests.live import manage, server_environment
 
 pytestmark = pytest.mark.django_db
 

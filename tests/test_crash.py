@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from bench.crash import PROJECT, postgres_unavailable
+from harness.databases import postgres_unavailable
+from harness.processes import PROJECT
 
 pytestmark = pytest.mark.skipif(
     postgres_unavailable() is not None, reason=f"crash test: {postgres_unavailable()}"
@@ -31,7 +32,7 @@ MUST_BE_ZERO = (
 
 def test_killed_workers_restarted_servers_and_a_crashed_database_lose_and_double_nothing():
     run = subprocess.run(
-        [sys.executable, "bench/crash.py", "--quick", "--seed", str(SEED)],
+        [sys.executable, "-m", "bench.crash", "--quick", "--seed", str(SEED)],
         cwd=PROJECT,
         capture_output=True,
         text=True,

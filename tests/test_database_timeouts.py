@@ -21,9 +21,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bench.crash import Postgres, children, postgres_bindir, postgres_unavailable
-from tests.conftest import SERVICE_UNAVAILABLE, message
-from tests.live import live_server, server_environment
+from harness.databases import ThrowawayPostgres, postgres_bindir, postgres_unavailable
+from harness.processes import children, live_server, server_environment
+from tests.conftest import DATABASE_DOWN, assert_problem, message
 
 pytestmark = pytest.mark.skipif(
     postgres_unavailable() is not None, reason=f"a private PostgreSQL: {postgres_unavailable()}"
@@ -71,7 +71,7 @@ def timed_request(port: int, method: str, path: str, body: dict | None = None) -
 @pytest.fixture(scope="module")
 def database():
     root = Path(tempfile.mkdtemp(prefix="chat-timeouts-"))
-    cluster = Postgres(postgres_bindir(), root)
+    cluster = ThrowawayPostgres(postgres_bindir(), root)
     cluster.create()
     try:
         yield cluster
@@ -91,7 +91,7 @@ def server(database, tmp_path_factory):
         yield running
 
 
-def stored_messages(database: Postgres, conversation: str) -> list[str]:
+def stored_messages(database: ThrowawayPostgres, conversation: str) -> list[str]:
     with psycopg.connect(database.url) as conn:
         rows = conn.execute(
             "SELECT message FROM conversations_message WHERE conversation_id = %s ORDER BY id",
@@ -124,10 +124,8 @@ def test_with_a_table_locked_writes_and_reads_are_a_prompt_503_and_nothing_is_ha
 
     post, read, ready, healthy = answers
     for answer in (post, read):
-        assert answer.status == 503
+        assert_problem(answer, 503, DATABASE_DOWN)
         assert answer.headers["Retry-After"] == "5"
-        assert answer.headers["Content-Type"] == "application/problem+json"
-        assert answer.json() == SERVICE_UNAVAILABLE
         assert answer.seconds < LOCK_TIMEOUT + SLACK
     # A lock on the tables does not stop the database from answering.
     assert (ready.status, healthy.status) == (200, 200)
@@ -173,9 +171,8 @@ def test_with_the_database_frozen_requests_are_a_503_healthz_answers_and_it_reco
     # Ten requests on eight threads, shared unevenly by two workers: some
     # wait for another request's deadline before their own starts.
     for answer in answers:
-        assert answer.status == 503
+        assert_problem(answer, 503, DATABASE_DOWN)
         assert answer.headers["Retry-After"] == "5"
-        assert answer.json() == SERVICE_UNAVAILABLE
         assert answer.seconds < 2 * worst + SLACK, [a.seconds for a in answers]
     assert healthy.status == 200
     assert healthy.seconds < 2 * worst + SLACK

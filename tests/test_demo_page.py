@@ -17,8 +17,9 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 
 from api.errors import ServiceUnavailable, problem
-from tests.browser import launch_chromium, missing_chromium
-from tests.live import LiveServer, fresh_database, live_server, manage, server_environment
+from harness.browser import launch_chromium, missing_chromium
+from harness.databases import fresh_database
+from harness.processes import LiveServer, live_server, manage, server_environment
 
 try:
     from playwright.sync_api import expect, sync_playwright

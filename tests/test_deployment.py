@@ -6,7 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.live import fresh_database, live_server, manage, server_environment
+from harness.databases import fresh_database
+from harness.processes import live_server, manage, server_environment
+from tests.conftest import assert_problem
 
 WRITERS = 8
 POSTS_EACH = 10
@@ -48,8 +50,9 @@ def test_a_chunked_body_is_a_411_asking_for_a_content_length(server):
         chunked=True,
     )
 
-    assert answer.status == 411
-    assert answer.headers["Content-Type"] == "application/problem+json"
+    assert_problem(
+        answer, 411, "Send the body with a Content-Length header; chunked bodies are not read."
+    )
     assert server.request("GET", "/conversations/chunked").json()["messages"] == []
 
 

@@ -1,6 +1,6 @@
 """Bad input finds nothing: schemathesis's short run against the live service.
 
-bench/fuzz.py starts the Procfile's gunicorn on a fresh database of the
+``python -m bench.fuzz`` starts the Procfile's gunicorn on a fresh database of the
 suite's kind and runs ``st run`` with every check, NUL bytes allowed, the
 examples, coverage, fuzzing and stateful phases and a fixed seed; ``--quick``
 keeps the budget small. ``make fuzz`` is the long run.
@@ -9,16 +9,15 @@ keeps the budget small. ``make fuzz`` is the long run.
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 from django.db import connection
 
-PROJECT = Path(__file__).resolve().parent.parent
+from harness.processes import PROJECT
 
 
 def test_schemathesis_finds_no_server_error_and_no_answer_the_schema_does_not_describe():
     run = subprocess.run(
-        [sys.executable, "bench/fuzz.py", "--quick"],
+        [sys.executable, "-m", "bench.fuzz", "--quick"],
         cwd=PROJECT,
         capture_output=True,
         text=True,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.live import live_server, server_environment
+from harness.processes import live_server, server_environment
 
 
 @pytest.fixture(scope="module")

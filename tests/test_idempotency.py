@@ -10,7 +10,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from conversations.models import Conversation, Message
-from tests.conftest import message, postgresql_only
+from tests.conftest import assert_problem, message, postgresql_only
 
 pytestmark = pytest.mark.django_db
 
@@ -57,17 +57,12 @@ def test_the_same_key_with_a_different_payload_is_a_422(api, change):
 
     response = post_with_key(api, {**message(), **change})
 
-    assert response.status_code == 422
-    assert response["Content-Type"] == "application/problem+json"
-    assert response.json() == {
-        "type": "about:blank",
-        "title": "Unprocessable Content",
-        "status": 422,
-        "detail": (
-            "This Idempotency-Key already stored a different message in this conversation; "
-            "a retry must repeat the same sender and message, a new message needs a new key."
-        ),
-    }
+    assert_problem(
+        response,
+        422,
+        "This Idempotency-Key already stored a different message in this conversation; "
+        "a retry must repeat the same sender and message, a new message needs a new key.",
+    )
     assert list(Message.objects.values_list("id", flat=True)) == [original["id"]]
     assert Conversation.objects.get().message_count == 1
 

@@ -8,8 +8,9 @@ Django test client's extra keywords are that same environ.
 
 import pytest
 
+from harness.databases import fresh_database
+from harness.processes import live_server, server_environment
 from tests.conftest import message
-from tests.live import fresh_database, live_server, server_environment
 
 pytestmark = pytest.mark.django_db
 

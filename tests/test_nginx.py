@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import (
+from harness.processes import (
     PROJECT,
     LiveServer,
     free_port,

@@ -14,7 +14,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.exceptions import Resolver404
 
 from conversations.services import message_create
-from tests.conftest import SERVICE_UNAVAILABLE
+from tests.conftest import DATABASE_DOWN, assert_problem
 
 pytestmark = pytest.mark.django_db
 
@@ -141,6 +141,5 @@ def test_with_the_database_down_admin_pages_are_the_503(unreachable_database, pa
 
     response = client.get(path)
 
-    assert response.status_code == 503
+    assert_problem(response, 503, DATABASE_DOWN)
     assert response["Retry-After"] == "5"
-    assert response.json() == SERVICE_UNAVAILABLE

@@ -15,7 +15,8 @@ import pytest
 
 from conversations import selectors
 from conversations.services import message_create
-from tests.live import fresh_database, live_server, manage, server_environment
+from harness.databases import fresh_database
+from harness.processes import live_server, manage, server_environment
 
 pytestmark = pytest.mark.django_db
 

@@ -18,8 +18,9 @@ import redis
 from django.core.cache import cache
 
 from conversations.models import Message
-from tests.conftest import message
-from tests.live import PROJECT, fresh_database, live_server, server_environment
+from harness.databases import fresh_database
+from harness.processes import PROJECT, live_server, server_environment
+from tests.conftest import assert_problem, message
 
 pytestmark = pytest.mark.django_db
 
@@ -90,15 +91,8 @@ def assert_throttled(response, *, latest: int, earliest: int) -> None:
     """A 429 problem whose Retry-After is the time left in the day's window."""
     wait = int(response["Retry-After"])
     assert earliest <= wait <= latest
-    assert response.status_code == 429
-    assert response["Content-Type"] == "application/problem+json"
-    assert response.json() == {
-        "type": "about:blank",
-        "title": "Too Many Requests",
-        "status": 429,
-        "detail": f"Request was throttled. Expected available in {wait} "
-        + ("second." if wait == 1 else "seconds."),
-    }
+    unit = "second" if wait == 1 else "seconds"
+    assert_problem(response, 429, f"Request was throttled. Expected available in {wait} {unit}.")
 
 
 def test_over_the_post_limit_a_client_gets_a_429_with_retry_after_and_nothing_is_stored(
@@ -411,10 +405,8 @@ def test_under_gunicorn_with_redis_the_limit_is_shared_by_its_workers(database_u
         delete_keys(f"chat:*:throttle:*:{other_network}/64")
 
     assert allowed == [201, 201, 201]
-    assert refused.status == 429
-    assert refused.headers["Content-Type"] == "application/problem+json"
+    assert_problem(refused, 429)
     assert 1 <= int(refused.headers["Retry-After"]) <= DAY
-    assert refused.json()["status"] == 429
     assert elsewhere.status == 201
     assert reads == [200] * 5
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from tests.live import LiveServer, live_server, server_environment
+from harness.processes import LiveServer, live_server, server_environment
 
 IDLE_CONNECTIONS = 500
 GRACEFUL_TIMEOUT = 20  # gunicorn.conf.py's graceful_timeout

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.live import live_server, server_environment
+from harness.processes import live_server, server_environment
 
 EACH_KIND = 256
 HELD_SECONDS = 20
