@@ -127,3 +127,19 @@ def message_create(
             raise IdempotencyKeyReused(idempotency_key) from None
         return stored, True
     return new, False
+
+
+def conversation_erase(*, conversation_id: str) -> int:
+    """Remove a conversation for good: its messages, their keys, and its counters.
+
+    For a person's request to have their data deleted. One transaction: the
+    conversation's row is locked first, so no message can join it half-way,
+    and either everything goes or nothing does. Returns how many messages
+    were removed; a message posted to the id afterwards starts a new
+    conversation. Raises ``Conversation.DoesNotExist`` if there is none.
+    """
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+        removed, _ = Message.objects.filter(conversation_id=conversation.pk).delete()
+        Conversation.objects.filter(pk=conversation.pk).delete()
+    return removed
