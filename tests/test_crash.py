@@ -12,9 +12,12 @@ import pytest
 
 from bench.crash import PROJECT, postgres_unavailable
 
-pytestmark = pytest.mark.skipif(
-    postgres_unavailable() is not None, reason=f"crash test: {postgres_unavailable()}"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        postgres_unavailable() is not None, reason=f"crash test: {postgres_unavailable()}"
+    ),
+]
 
 SEED = 3
 MUST_BE_ZERO = (
