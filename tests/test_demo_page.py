@@ -475,6 +475,15 @@ def test_the_composer_stays_in_view_with_few_or_many_messages_and_an_error(
     )
     composer_in_view(page, viewport)
 
+    # A long draft grows the box up to a limit, and the box then scrolls.
+    box = page.get_by_role("textbox", name="Message")
+    one_line = box.bounding_box()["height"]
+    box.fill("\n".join(f"line {n}" for n in range(12)))
+    box.press("End")
+    grown = box.bounding_box()["height"]
+    assert one_line < grown <= 8 * 16 + 2
+    composer_in_view(page, viewport)
+
 
 @needs_chromium
 def test_a_send_that_fails_offline_is_marked_and_sent_by_itself_on_reconnect(server, person):

@@ -512,7 +512,10 @@
           decorate();
           updateEnds(current);
         });
-        if (!messageInput.value) messageInput.value = entry.text;
+        if (!messageInput.value) {
+          messageInput.value = entry.text;
+          fitComposer();
+        }
         show(sendError, `Could not send your message: ${error.message}`);
       }
     } finally {
@@ -549,6 +552,7 @@
     setState(entry.item, "sending");
     current.outbox.push(entry);
     messageInput.value = "";
+    fitComposer();
     hide(sendError);
     list.append(entry.item);
     decorate();
@@ -662,6 +666,14 @@
     event.preventDefault();
     send();
   });
+
+  // The box grows with what is typed, up to its CSS max-height, then scrolls.
+  function fitComposer() {
+    messageInput.style.height = "auto";
+    messageInput.style.height = `${messageInput.scrollHeight + 2}px`;
+  }
+
+  messageInput.addEventListener("input", fitComposer);
 
   messageInput.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
