@@ -733,3 +733,39 @@ def test_an_empty_conversation_says_so_until_its_first_message(server, person):
 
     expect(empty).to_be_hidden()
     expect(page.locator("#messages .text")).to_have_text(["hello?"])
+
+
+@needs_chromium
+def test_the_page_asks_for_the_event_stream_from_the_newest_message_it_loaded(server, person):
+    post_many(server, "resume-from", ["first", "second"])
+    newest = stored(server, "resume-from")[-1]["id"]
+    page = person()
+
+    with page.expect_request("**/conversations/resume-from/events?*") as asked:
+        join(page, "resume-from", "reader")
+
+    assert asked.value.url.endswith(f"/conversations/resume-from/events?last_event_id={newest}")
+    assert asked.value.headers["accept"] == "text/event-stream"
+
+
+@needs_chromium
+def test_where_streams_are_refused_the_page_polls_instead(server, person):
+    page = person()
+    refused = []
+
+    def no_streams(route):
+        refused.append(route.request.url)
+        route.fulfill(
+            status=503,
+            headers={"Retry-After": "1", "Content-Type": "application/problem+json"},
+            body=json.dumps(problem(503, "Too many open streams.")),
+        )
+
+    page.route("**/events?*", no_streams)
+    join(page, "no-streams", "patient")
+    expect(page.locator("#connection")).to_have_text("polling")
+
+    post_many(server, "no-streams", ["by polling"], sender="friend")
+
+    expect(page.locator("#messages .text")).to_have_text(["by polling"], timeout=SEEN_WITHIN_MS)
+    assert len(refused) == 1

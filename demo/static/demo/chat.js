@@ -1,13 +1,19 @@
 // The demo chat page: a client of the public API and nothing else.
 //
 // It reads the newest page of a conversation, pages back through `previous`,
-// polls `?after=<last id seen>` with `If-None-Match`, and posts with an
+// then listens on the conversation's event stream (`EventSource`, resuming
+// from the newest id it holds), or, where streams are not available, polls
+// `?after=<last id seen>` with `If-None-Match`. It posts with an
 // `Idempotency-Key`. Everything a person typed is put on the page with
 // textContent, never parsed as HTML.
 "use strict";
 
 (function () {
   const POLL_MS = 2000;
+  // A stream that has not opened by then is taken as unavailable (a proxy
+  // that buffers it, say): the page polls, and tries a stream again later.
+  const STREAM_OPEN_MS = 5000;
+  const STREAM_AGAIN_MS = 60000;
   const STORAGE_KEY = "chat-demo";
   // Closer to the bottom than this counts as reading the newest message.
   const NEAR_BOTTOM_PX = 40;
@@ -70,6 +76,7 @@
 
   const CONNECTION_STATES = {
     connecting: ["connecting…", "Loading the conversation."],
+    live: ["live", "New messages arrive the moment they are sent."],
     polling: ["polling", `Checking for new messages every ${POLL_MS / 1000} s.`],
     paused: ["paused", "Not checking for new messages while the page is hidden."],
     reconnecting: ["reconnecting…", "The server is not answering; trying again."],
@@ -382,9 +389,86 @@
     }
   }
 
+  // ---- Live: the event stream --------------------------------------------
+
+  function eventsUrl(current) {
+    const url = new URL(`/conversations/${encodeURIComponent(current.id)}/events`, location.href);
+    url.searchParams.set("last_event_id", current.lastId);
+    return url.href;
+  }
+
+  // After the newest page has loaded: a stream where the browser has one,
+  // polling otherwise.
+  function connect(current) {
+    if ("EventSource" in window) {
+      openStream(current);
+    } else {
+      setConnection("polling");
+      schedulePoll(current, POLL_MS);
+    }
+  }
+
+  function closeStream(current) {
+    clearTimeout(current.streamAgain);
+    if (current.source) current.source.close();
+    current.source = null;
+  }
+
+  function openStream(current) {
+    if (current !== session || current.source) return;
+    const source = new EventSource(eventsUrl(current));
+    current.source = source;
+    const unopened = setTimeout(() => fallBack(current, source), STREAM_OPEN_MS);
+    source.addEventListener("open", () => {
+      if (current.source !== source) return;
+      clearTimeout(unopened);
+      clearTimeout(current.timer);
+      current.failing = false;
+      hide(connectionError);
+      setConnection("live");
+      // Connected again: what could not be sent goes now.
+      retryFailed(current, { automatic: true });
+    });
+    source.addEventListener("message", (event) => {
+      if (current.source !== source) return;
+      const message = JSON.parse(event.data);
+      addMessages(current, [message], { announce: true });
+      current.lastId = Math.max(current.lastId, message.id);
+    });
+    // More was missed than the stream replays: start again from the newest page.
+    source.addEventListener("reset", () => {
+      if (current.source !== source) return;
+      closeStream(current);
+      join(current.id, current.name);
+    });
+    source.addEventListener("error", () => {
+      if (current.source !== source) return;
+      if (source.readyState === EventSource.CLOSED) {
+        // Refused (not a stream, or a 4xx/5xx): EventSource gives up.
+        clearTimeout(unopened);
+        fallBack(current, source);
+      } else {
+        // The browser reconnects by itself, resuming after the last id.
+        setConnection("reconnecting");
+      }
+    });
+  }
+
+  function fallBack(current, source) {
+    if (current.source !== source) return;
+    closeStream(current);
+    setConnection(current.failing ? "reconnecting" : "polling");
+    schedulePoll(current, 0);
+    current.streamAgain = setTimeout(() => openStream(current), STREAM_AGAIN_MS);
+  }
+
+  // ---- Polling, where there is no stream ------------------------------------
+
   function schedulePoll(current, delayMs) {
     clearTimeout(current.timer);
+    if (current.source) return;
     current.timer = setTimeout(async () => {
+      if (current.source) return;
       // A hidden tab asks the server nothing; it catches up when shown.
       if (document.visibilityState === "hidden") {
         current.paused = true;
@@ -395,11 +479,16 @@
       try {
         // Until the newest page has loaded, polling retries that, rather
         // than reading the whole history from after=0.
-        await (current.loaded ? pollOnce(current) : loadNewest(current));
-        if (current !== session) return;
+        const loading = !current.loaded;
+        await (loading ? loadNewest(current) : pollOnce(current));
+        if (current !== session || current.source) return;
         if (current.failing) {
           current.failing = false;
           hide(connectionError);
+        }
+        if (loading) {
+          connect(current);
+          return;
         }
         setConnection("polling");
         // The server answers again: what could not be sent goes now.
@@ -585,7 +674,10 @@
   }
 
   async function join(id, name) {
-    if (session) clearTimeout(session.timer);
+    if (session) {
+      clearTimeout(session.timer);
+      closeStream(session);
+    }
     const current = {
       id,
       name,
@@ -601,6 +693,8 @@
       outbox: [],
       sending: false,
       timer: null,
+      source: null,
+      streamAgain: null,
     };
     session = current;
     list.replaceChildren();
@@ -625,8 +719,11 @@
       show(connectionError, `Could not load conversation ${id}: ${error.message} Trying again shortly.`);
     }
     if (current !== session) return;
-    if (!current.failing) setConnection("polling");
-    schedulePoll(current, POLL_MS);
+    if (current.failing) {
+      schedulePoll(current, POLL_MS);
+    } else {
+      connect(current);
+    }
     messageInput.focus();
   }
 
@@ -708,7 +805,7 @@
       session.unread = 0;
       updateTitle(session);
     }
-    if (document.visibilityState === "visible" && session.paused) {
+    if (document.visibilityState === "visible" && session.paused && !session.source) {
       session.paused = false;
       setConnection(session.failing ? "reconnecting" : "polling");
       schedulePoll(session, 0);
@@ -720,7 +817,7 @@
   // The network is back: check now rather than at the next tick, which also
   // sends whatever could not be sent.
   window.addEventListener("online", () => {
-    if (session && !session.paused) schedulePoll(session, 0);
+    if (session && !session.paused && !session.source) schedulePoll(session, 0);
   });
 
   const saved = remembered();
