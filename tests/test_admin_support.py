@@ -11,6 +11,7 @@ from django.db import DatabaseError, connection
 
 from conversations.models import Conversation, Message
 from conversations.services import message_create
+from tests.test_admin import PAGES
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +56,14 @@ def chats():
         message_create(conversation_id="1234", sender=sender, message=text)
     message_create(conversation_id="12-b", sender="linus", message="other one")
     message_create(conversation_id="other", sender="carol", message="elsewhere")
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_renders_for_staff_who_may_only_view(support, chats, path):
+    response = support.get(path)
+
+    assert response.status_code == 200
+    assert b"errornote" not in response.content
 
 
 def test_the_conversation_list_shows_participants_and_the_last_message(support, chats):
