@@ -707,6 +707,7 @@
     chat.hidden = false;
     $("joined-conversation").textContent = id;
     $("joined-name").textContent = name;
+    joinedLine.title = `${id} as ${name}`;
     fold(true);
     updateTitle(current);
     setConnection("connecting");
