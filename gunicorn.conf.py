@@ -13,7 +13,7 @@ timeout = 30
 # On SIGTERM, requests in flight get this long to finish.
 graceful_timeout = 20
 # The application logs each request as one JSON line on stdout
-# (chatproject.requestlog), with its request id: no second, plain access log.
+# (api.requestlog), with its request id: no second, plain access log.
 accesslog = None
 errorlog = "-"
 # gunicorn 27 opens a control socket at one path per user by default, so two

@@ -18,8 +18,18 @@ from datetime import UTC, datetime
 import orjson
 import psycopg
 
+# The contract's limits, from the one place the service reads them (a plain
+# module: importing it brings in no Django).
+from conversations.rules import (
+    CONVERSATION_ID_CHARACTERS,
+    CONVERSATION_ID_MAX_LENGTH,
+    MESSAGE_MAX_LENGTH,
+    PAGE_LIMIT_DEFAULT,
+    SENDER_MAX_LENGTH,
+)
+
 DATABASE_URL = os.environ["DATABASE_URL"]
-ID_RE = re.compile(r"[A-Za-z0-9._~:@+\-]{1,100}")
+ID_RE = re.compile(f"[{CONVERSATION_ID_CHARACTERS}]{{1,{CONVERSATION_ID_MAX_LENGTH}}}")
 local = threading.local()
 
 UPSERT = """
@@ -83,7 +93,9 @@ def post_message(environ, start_response) -> list[bytes]:
     data = orjson.loads(environ["wsgi.input"].read(length))
     conversation_id, sender, text = data["conversation_id"], data["sender"].strip(), data["message"]
     if not (
-        ID_RE.fullmatch(conversation_id) and 0 < len(sender) <= 150 and 0 < len(text) <= 10_000
+        ID_RE.fullmatch(conversation_id)
+        and 0 < len(sender) <= SENDER_MAX_LENGTH
+        and 0 < len(text) <= MESSAGE_MAX_LENGTH
     ):
         return respond(start_response, "400 Bad Request", b'{"status":400}')
     now = datetime.now(UTC)
@@ -112,7 +124,7 @@ def get_conversation(environ, start_response, conversation_id: str) -> list[byte
     query = dict(
         part.split("=", 1) for part in environ.get("QUERY_STRING", "").split("&") if "=" in part
     )
-    limit = int(query.get("limit", 100))
+    limit = int(query.get("limit", PAGE_LIMIT_DEFAULT))
     after = int(query["after"]) if "after" in query else None
     conn = connection()
     state = conn.execute(STATE, (conversation_id,)).fetchone() or (0, 0, 0)

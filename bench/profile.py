@@ -54,7 +54,7 @@ def call(env: dict) -> str:
 
 
 def main(scenario: str) -> None:
-    from conversations.pagination import ConversationState
+    from conversations.selectors import ConversationState
 
     def request(n: int) -> dict:
         conversation = f"bench-{n % 1000 + 1}"

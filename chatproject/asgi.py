@@ -1,11 +1,4 @@
-"""
-ASGI config for chatproject project.
-
-It exposes the ASGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/asgi/
-"""
+"""The ASGI application, for an ASGI server; the Procfile serves ``chatproject.wsgi`` instead."""
 
 import os
 

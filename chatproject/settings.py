@@ -86,7 +86,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # Outermost, so its log line times and sees every answer, redirects included.
-    "chatproject.requestlog.RequestLogMiddleware",
+    "api.requestlog.RequestLogMiddleware",
     # Outside everything that can answer on its own (CORS preflights,
     # whitenoise's static files), so every response gets its security headers.
     "chatproject.headers.SecurityHeadersMiddleware",
@@ -171,7 +171,7 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "chat",
             # A Redis that stops answering must not hold requests for long:
-            # the rate limits then let requests through (conversations/throttles.py).
+            # the rate limits then let requests through (api/throttles.py).
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
     }
@@ -200,7 +200,7 @@ AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "conversations.throttles.client_ip"
+AXES_CLIENT_IP_CALLABLE = "api.clients.client_ip"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -230,15 +230,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
 
 REST_FRAMEWORK = {
-    "DEFAULT_RENDERER_CLASSES": ["conversations.renderers.ORJSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["conversations.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["api.renderers.ORJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.BoundedJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "conversations.renderers.JSONOnlyNegotiation",
-    "EXCEPTION_HANDLER": "conversations.errors.problem_exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "api.renderers.JSONOnlyNegotiation",
+    "EXCEPTION_HANDLER": "api.errors.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_CLASSES": ["conversations.throttles.ClientRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttles.ClientRateThrottle"],
     # Per client address. Generous on purpose: many people can share one
     # address (an office, a mobile carrier's NAT), and each open widget polls.
     "DEFAULT_THROTTLE_RATES": {
@@ -262,6 +262,11 @@ SPECTACULAR_SETTINGS = {
     # (with `id` and `created`) are different shapes.
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["conversations.schema.canonical_paths_only"],
+    # drf-spectacular's own enum hook, then the answers every operation shares.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.common_responses",
+    ],
     # /healthz's and /readyz's "status" and "database" share the one value "ok".
     "ENUM_NAME_OVERRIDES": {"Ok": ["ok"]},
     "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
@@ -297,8 +302,15 @@ LOGGING = {
             "timestamp": "time",
         },
     },
+    "filters": {"request_id": {"()": "api.requestlog.RequestIdFilter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler"},
+        # Everything but the request lines, on stderr: one JSON line each, a
+        # traceback included, with the id of the request it was logged for.
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["request_id"],
+        },
         "requests": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
@@ -306,7 +318,7 @@ LOGGING = {
         },
     },
     "loggers": {
-        # One JSON line per request on stdout (chatproject.requestlog), in
+        # One JSON line per request on stdout (api.requestlog), in
         # place of gunicorn's access log.
         "chatproject.requests": {"handlers": ["requests"], "level": "INFO", "propagate": False},
     },

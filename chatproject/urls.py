@@ -28,7 +28,7 @@ urlpatterns = [
     path("", include("demo.urls")),
 ]
 
-handler400 = "conversations.errors.bad_request"
-handler403 = "conversations.errors.permission_denied"
-handler404 = "conversations.errors.page_not_found"
-handler500 = "conversations.errors.server_error"
+handler400 = "api.errors.bad_request"
+handler403 = "api.errors.permission_denied"
+handler404 = "api.errors.page_not_found"
+handler500 = "api.errors.server_error"

@@ -1,11 +1,4 @@
-"""
-WSGI config for chatproject project.
-
-It exposes the WSGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/wsgi/
-"""
+"""The WSGI application: what the Procfile's gunicorn serves (``chatproject.wsgi``)."""
 
 import os
 

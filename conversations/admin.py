@@ -37,7 +37,9 @@ from django.utils.http import content_disposition_header
 from django.utils.text import Truncator
 
 from . import export
+from .inputs import PageRequest
 from .models import Conversation, Message
+from .selectors import page_rows
 from .services import conversation_erase
 
 RECENT_MESSAGES_SHOWN = 50
@@ -301,15 +303,16 @@ class ConversationAdmin(ReadOnlyAdmin):
         around = request.GET.get("around", "")
         if around.isdigit() and 0 < int(around) <= newest:
             marked = int(around)
-            rows = Message.objects.page(
-                conversation.pk, limit=CONTEXT_MESSAGES_SHOWN + 1, newest=newest, before=marked + 1
-            ) + Message.objects.page(
-                conversation.pk, limit=CONTEXT_MESSAGES_SHOWN, newest=newest, after=marked
+            before = PageRequest(
+                conversation.pk, limit=CONTEXT_MESSAGES_SHOWN + 1, before=marked + 1
             )
+            after = PageRequest(conversation.pk, limit=CONTEXT_MESSAGES_SHOWN, after=marked)
+            rows = page_rows(before, newest=newest) + page_rows(after, newest=newest)
             heading = f"Messages around message {marked}, oldest first"
         else:
             marked = None
-            rows = Message.objects.page(conversation.pk, limit=RECENT_MESSAGES_SHOWN, newest=newest)
+            latest = PageRequest(conversation.pk, limit=RECENT_MESSAGES_SHOWN)
+            rows = page_rows(latest, newest=newest)
             heading = f"Latest messages (up to {RECENT_MESSAGES_SHOWN}), oldest first"
         all_messages = reverse("admin:conversations_message_changelist")
         return {

@@ -2,7 +2,7 @@
 
 Staff download these from the admin. However long the conversation, memory
 holds one batch: each is one range scan of the (conversation, id) index
-(``Message.objects.page``), continuing after the last id of the one before.
+(``selectors.page_rows``), continuing after the last id of the one before.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from collections.abc import Iterator
 
 import orjson
 
-from .models import Conversation, Message
+from .inputs import PageRequest
+from .models import Conversation
+from .selectors import page_rows
 
 EXPORT_BATCH_SIZE = 2000
 CSV_COLUMNS = ["id", "conversation_id", "sender", "message", "created"]
@@ -32,8 +34,8 @@ def message_batches(conversation: Conversation) -> Iterator[list[dict]]:
     newest = conversation.last_message_id or 0
     after = 0
     while after < newest:
-        batch = Message.objects.page(
-            conversation.pk, limit=EXPORT_BATCH_SIZE, newest=newest, after=after
+        batch = page_rows(
+            PageRequest(conversation.pk, limit=EXPORT_BATCH_SIZE, after=after), newest=newest
         )
         if not batch:
             return

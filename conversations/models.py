@@ -1,43 +1,26 @@
+"""The schema: fields, indexes and constraints. Writes are in services.py, reads in selectors.py."""
+
 from __future__ import annotations
 
-from django.db import connection, models
+from django.db import models
 from django.db.models.functions import Length
 from django.db.models.lookups import GreaterThanOrEqual, LessThanOrEqual
 
-CONVERSATION_ID_MAX_LENGTH = 100
-SENDER_MAX_LENGTH = 150
-MESSAGE_MAX_LENGTH = 10_000
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
+from .rules import (
+    CONVERSATION_ID_MAX_LENGTH,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    MESSAGE_MAX_LENGTH,
+    SENDER_MAX_LENGTH,
+)
 
 
-# ``created`` as the API renders it (``2018-01-17T04:50:14.883Z``: UTC,
-# milliseconds, a ``Z``), computed by the database. A page then reads four
-# plain values per message: no timestamp object is built and formatted in
-# Python for each row, which was most of a 100-message page's cost.
-CREATED_AS_TEXT = {
-    "postgresql": """to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')""",
-    # Django stores UTC text; SQLite's %f is seconds with three decimals
-    # (rounded, where to_char truncates: the same for the whole milliseconds
-    # message_create stores).
-    "sqlite": "strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', created)",
-}
-
-
-class ConversationManager(models.Manager):
-    def counters(self, conversation_id: str) -> tuple[int, int, int] | None:
-        """(message_count, first_message_id, last_message_id), by primary key.
-
-        Every history request starts here, a 304 ends here: plain SQL keeps it
-        one round trip with nothing to build.
-        """
-        table = connection.ops.quote_name(self.model._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT message_count, first_message_id, last_message_id FROM {table} "
-                "WHERE id = %s",
-                [conversation_id],
-            )
-            return cursor.fetchone()
+def length_in_range(field: str, max_length: int, *, name: str) -> models.CheckConstraint:
+    """The database's own check that a text is 1 to ``max_length`` characters."""
+    return models.CheckConstraint(
+        condition=models.Q(GreaterThanOrEqual(Length(field), 1))
+        & models.Q(LessThanOrEqual(Length(field), max_length)),
+        name=name,
+    )
 
 
 class Conversation(models.Model):
@@ -55,8 +38,6 @@ class Conversation(models.Model):
     first_message_at = models.DateTimeField(null=True, blank=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
 
-    objects = ConversationManager()
-
     class Meta:
         indexes = [
             # The admin lists conversations by last activity, newest first;
@@ -66,72 +47,13 @@ class Conversation(models.Model):
             ),
         ]
         constraints = [
-            models.CheckConstraint(
-                condition=models.Q(GreaterThanOrEqual(Length("id"), 1))
-                & models.Q(LessThanOrEqual(Length("id"), CONVERSATION_ID_MAX_LENGTH)),
-                name="conversation_id_length_in_range",
+            length_in_range(
+                "id", CONVERSATION_ID_MAX_LENGTH, name="conversation_id_length_in_range"
             ),
         ]
 
     def __str__(self) -> str:
         return self.id
-
-
-class MessageManager(models.Manager):
-    def page_sql(
-        self,
-        conversation_id: str,
-        *,
-        limit: int,
-        newest: int,
-        before: int | None = None,
-        after: int | None = None,
-    ) -> tuple[str, list]:
-        """The SQL of one page, and its parameters (``page`` runs it; tests EXPLAIN it).
-
-        ``newest`` is the conversation's newest message id as its counters
-        say. Bounding the scan by it starts every page at a known id, so the
-        cost is one index range scan whatever the conversation's length,
-        whichever index the planner picks; and a page never holds a message
-        newer than the counters its ETag and links were made from.
-        """
-        table = connection.ops.quote_name(self.model._meta.db_table)
-        created = CREATED_AS_TEXT[connection.vendor]
-        select = f"SELECT id, sender, message, {created} FROM {table} WHERE conversation_id = %s"
-        if after is not None:
-            sql = f"{select} AND id > %s AND id <= %s ORDER BY id LIMIT %s"
-            return sql, [conversation_id, after, newest, limit]
-        upper = newest if before is None else min(newest, before - 1)
-        return f"{select} AND id <= %s ORDER BY id DESC LIMIT %s", [conversation_id, upper, limit]
-
-    def page(
-        self,
-        conversation_id: str,
-        *,
-        limit: int,
-        newest: int,
-        before: int | None = None,
-        after: int | None = None,
-    ) -> list[dict]:
-        """One page of a conversation's messages, oldest first, as the API renders them.
-
-        ``after`` reads forward from an id; otherwise the newest ``limit``
-        messages (older than ``before``, if given) are read backwards and
-        reversed. Plain SQL: this is the hottest query of the service, and
-        building it through the ORM cost as much as running it.
-        """
-        sql, params = self.page_sql(
-            conversation_id, limit=limit, newest=newest, before=before, after=after
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        if after is None:
-            rows.reverse()
-        return [
-            {"id": id, "sender": sender, "message": message, "created": created}
-            for id, sender, message, created in rows
-        ]
 
 
 class Message(models.Model):
@@ -152,8 +74,6 @@ class Message(models.Model):
         max_length=IDEMPOTENCY_KEY_MAX_LENGTH, null=True, blank=True, editable=False
     )
 
-    objects = MessageManager()
-
     class Meta:
         indexes = [
             # Every history page is a range over one conversation's ids:
@@ -168,16 +88,8 @@ class Message(models.Model):
                 condition=models.Q(idempotency_key__isnull=False),
                 name="message_idempotency_key_unique",
             ),
-            models.CheckConstraint(
-                condition=models.Q(GreaterThanOrEqual(Length("sender"), 1))
-                & models.Q(LessThanOrEqual(Length("sender"), SENDER_MAX_LENGTH)),
-                name="message_sender_length_in_range",
-            ),
-            models.CheckConstraint(
-                condition=models.Q(GreaterThanOrEqual(Length("message"), 1))
-                & models.Q(LessThanOrEqual(Length("message"), MESSAGE_MAX_LENGTH)),
-                name="message_length_in_range",
-            ),
+            length_in_range("sender", SENDER_MAX_LENGTH, name="message_sender_length_in_range"),
+            length_in_range("message", MESSAGE_MAX_LENGTH, name="message_length_in_range"),
         ]
 
     def __str__(self) -> str:

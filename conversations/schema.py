@@ -1,8 +1,9 @@
 """The API's OpenAPI description: what drf-spectacular cannot read from the code.
 
-The views stay thin by taking their ``extend_schema`` from here. The limits
-come from the same constants the serializers enforce, so the schema cannot
-drift from the checks; tests/test_api_docs.py holds the two together.
+The views stay thin by taking their ``extend_schema`` from here; each
+operation declares only its own answers (api.schema adds those every
+operation shares). The limits and patterns come from conversations.rules, as
+the input checks' do; tests/test_api_docs.py proves the two accept the same.
 """
 
 from __future__ import annotations
@@ -21,41 +22,44 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from .errors import PROBLEM_CONTENT_TYPE, RETRY_AFTER_SECONDS
-from .models import (
+from api.errors import PROBLEM_CONTENT_TYPE
+from api.parsers import MAX_BODY_BYTES
+from api.schema import problem, response_header
+
+from . import rules
+from .rules import (
+    CONVERSATION_ID_DESCRIPTION,
     CONVERSATION_ID_MAX_LENGTH,
     IDEMPOTENCY_KEY_MAX_LENGTH,
     MESSAGE_MAX_LENGTH,
-    SENDER_MAX_LENGTH,
-)
-from .parsers import MAX_BODY_BYTES
-from .serializers import (
     PAGE_LIMIT_DEFAULT,
     PAGE_LIMIT_MAX,
-    ConversationIdField,
-    MessageSerializer,
+    SENDER_MAX_LENGTH,
 )
 
-# The lookahead says what a character class cannot: "." and ".." alone are not ids.
-CONVERSATION_ID_PATTERN = rf"^(?!\.{{1,2}}$)[A-Za-z0-9._~:@+-]{{1,{CONVERSATION_ID_MAX_LENGTH}}}$"
-CONVERSATION_ID_RULE = (
-    f"1 to {CONVERSATION_ID_MAX_LENGTH} of the characters `A-Z a-z 0-9 . _ ~ : @ + -`, "
-    "and not `.` or `..` alone."
-)
-IDEMPOTENCY_KEY_PATTERN = rf"^[\x20-\x7E]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$"
-# What str.strip() and str.isspace() take for whitespace, which is what the
-# serializers trim and test for, spelled out so that every regex dialect
-# (ECMA 262, Python, Rust) reads the same set: `\s` differs between them.
-WHITESPACE = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_SPACE = f"[{WHITESPACE}]"
-_SOLID = f"[^\\x00{WHITESPACE}]"
-# A sender: 1 to 150 characters once surrounding whitespace is trimmed, no NUL.
-SENDER_PATTERN = rf"^{_SPACE}*{_SOLID}(?:[^\x00]{{0,{SENDER_MAX_LENGTH - 2}}}{_SOLID})?{_SPACE}*$"
-# A message: not whitespace only, no NUL (its length is maxLength's job).
-MESSAGE_PATTERN = rf"^{_SPACE}*{_SOLID}[^\x00]*$"
-# orjson reads integers up to 64 bits; a larger one is a float, and a 400.
-JSON_INTEGER_MIN = -(2**63)
-JSON_INTEGER_MAX = 2**64 - 1
+
+class ConversationIdField(serializers.CharField):
+    """A conversation id: read as a JSON string or integer, written as a string."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=CONVERSATION_ID_MAX_LENGTH, trim_whitespace=False, **kwargs)
+
+
+class MessageSerializer(serializers.Serializer):
+    """A message as the API accepts and returns it, for the OpenAPI schema only.
+
+    ``converstaion_id`` is the misspelling in this API's first published
+    example; clients built from it keep working. ``inputs.message_input``
+    applies these rules to a request and ``representations`` writes the
+    answer; MessageSerializerExtension below adds what a field cannot say.
+    """
+
+    id = serializers.IntegerField(read_only=True)
+    conversation_id = ConversationIdField(required=False)
+    converstaion_id = ConversationIdField(required=False, write_only=True)
+    sender = serializers.CharField(max_length=SENDER_MAX_LENGTH)
+    message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH, trim_whitespace=False)
+    created = serializers.DateTimeField(read_only=True)
 
 
 def conversation_id_text_schema() -> dict[str, Any]:
@@ -63,30 +67,30 @@ def conversation_id_text_schema() -> dict[str, Any]:
         "type": "string",
         "minLength": 1,
         "maxLength": CONVERSATION_ID_MAX_LENGTH,
-        "pattern": CONVERSATION_ID_PATTERN,
+        "pattern": rules.CONVERSATION_ID_PATTERN,
     }
 
 
 class ConversationIdFieldExtension(OpenApiSerializerFieldExtension):
     """A conversation id is read as a string or an integer, and always written as a string."""
 
-    target_class = "conversations.serializers.ConversationIdField"
+    target_class = ConversationIdField
 
     def map_serializer_field(self, auto_schema, direction: str) -> dict[str, Any]:
         text = conversation_id_text_schema()
         if direction == "response":
-            return {**text, "description": CONVERSATION_ID_RULE}
+            return {**text, "description": CONVERSATION_ID_DESCRIPTION}
         return {
             "oneOf": [
                 text,
                 {
                     "type": "integer",
-                    "minimum": JSON_INTEGER_MIN,
-                    "maximum": JSON_INTEGER_MAX,
+                    "minimum": rules.JSON_INTEGER_MIN,
+                    "maximum": rules.JSON_INTEGER_MAX,
                     "description": "Stored as its decimal text.",
                 },
             ],
-            "description": f"A JSON string, or a JSON integer. {CONVERSATION_ID_RULE}",
+            "description": f"A JSON string, or a JSON integer. {CONVERSATION_ID_DESCRIPTION}",
         }
 
 
@@ -94,7 +98,7 @@ MESSAGE_FIELD_DESCRIPTIONS = {
     "id": "Assigned by the server; within a conversation, ids grow in commit order.",
     "conversation_id": (
         "The conversation the message belongs to; it exists from its first message. "
-        f"{CONVERSATION_ID_RULE}"
+        f"{CONVERSATION_ID_DESCRIPTION}"
     ),
     "converstaion_id": (
         "The misspelling in this API's first published example, accepted when "
@@ -118,7 +122,7 @@ MESSAGE_FIELD_DESCRIPTIONS = {
 class MessageSerializerExtension(OpenApiSerializerExtension):
     """Adds each field's rule, and that one of the two spellings of the id is required."""
 
-    target_class = "conversations.serializers.MessageSerializer"
+    target_class = MessageSerializer
 
     def map_serializer(self, auto_schema, direction: str) -> dict[str, Any]:
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
@@ -134,28 +138,14 @@ class MessageSerializerExtension(OpenApiSerializerExtension):
             # The rules the serializer adds to a CharField's: trimming, not blank, no NUL.
             # The sender's limit is on its trimmed length, which the pattern counts.
             schema["properties"]["sender"].pop("maxLength")
-            schema["properties"]["sender"]["pattern"] = SENDER_PATTERN
-            schema["properties"]["message"]["pattern"] = MESSAGE_PATTERN
+            schema["properties"]["sender"]["pattern"] = rules.SENDER_PATTERN
+            schema["properties"]["message"]["pattern"] = rules.MESSAGE_PATTERN
             schema["anyOf"] = [
                 {"required": ["conversation_id"]},
                 {"required": ["converstaion_id"]},
             ]
             schema["description"] = "Unknown extra fields are ignored."
         return schema
-
-
-class ProblemSerializer(serializers.Serializer):
-    """RFC 9457 problem details: the one shape of every error."""
-
-    type = serializers.CharField(help_text="Always `about:blank`: `status` says what it is.")
-    title = serializers.CharField(help_text="The status's name, e.g. `Bad Request`.")
-    status = serializers.IntegerField(min_value=400, max_value=599)
-    detail = serializers.CharField(help_text="What went wrong, in words for a person.")
-    errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()),
-        required=False,
-        help_text="Only for invalid fields or parameters: each one's problems.",
-    )
 
 
 class HistoryMessageSerializer(serializers.Serializer):
@@ -178,19 +168,6 @@ class ConversationPageSerializer(serializers.Serializer):
     )
 
 
-class HealthSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["ok"])
-
-
-class ReadinessSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["ok"])
-    database = serializers.ChoiceField(choices=["ok"])
-
-
-def problem(description: str) -> OpenApiResponse:
-    return OpenApiResponse(ProblemSerializer, description=description)
-
-
 def canonical_paths_only(endpoints: list[tuple]) -> list[tuple]:
     """Each API path is routed with and without its trailing slash; the schema
     lists the spelling the README uses, once."""
@@ -211,11 +188,12 @@ IDEMPOTENCY_KEY = OpenApiParameter(
         "type": "string",
         "minLength": 1,
         "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
-        "pattern": IDEMPOTENCY_KEY_PATTERN,
+        "pattern": rules.IDEMPOTENCY_KEY_PATTERN,
     },
     OpenApiParameter.HEADER,
     description=(
-        "Makes a retry safe: 1 to 255 printable ASCII characters, scoped to the conversation. "
+        f"Makes a retry safe: 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters, "
+        "scoped to the conversation. "
         "A retry with the same key and payload answers the original 201 (with "
         "`Idempotent-Replayed: true`) and stores nothing; the same key with a different "
         "payload is a 422."
@@ -228,27 +206,6 @@ IF_NONE_MATCH = OpenApiParameter(
     description="An ETag from an earlier answer (or `*`): if it is still current, the answer "
     "is a 304 with no body.",
 )
-
-
-def response_header(
-    name: str, statuses: list[int], description: str, schema: Any = str
-) -> OpenApiParameter:
-    return OpenApiParameter(
-        name, schema, OpenApiParameter.HEADER, response=statuses, description=description
-    )
-
-
-def retry_after(statuses: list[int]) -> OpenApiParameter:
-    description = f"Seconds to wait before retrying: {RETRY_AFTER_SECONDS} after a 503"
-    if 429 in statuses:
-        description += "; after a 429, until the client's rate allows another request"
-    return response_header(
-        "Retry-After", statuses, f"{description}.", {"type": "integer", "minimum": 0}
-    )
-
-
-def allow(statuses: list[int]) -> OpenApiParameter:
-    return response_header("Allow", statuses, "The methods this path takes.")
 
 
 ETAG = response_header(
@@ -302,7 +259,7 @@ CONVERSATION_ID_PATH = OpenApiParameter(
     "conversation_id",
     conversation_id_text_schema(),
     OpenApiParameter.PATH,
-    description=CONVERSATION_ID_RULE + " A malformed id is a 400; an id with no messages is "
+    description=CONVERSATION_ID_DESCRIPTION + " A malformed id is a 400; an id with no messages is "
     "an empty conversation.",
 )
 MESSAGE_ID_PATH = OpenApiParameter(
@@ -312,15 +269,6 @@ MESSAGE_ID_PATH = OpenApiParameter(
     description="A message id.",
 )
 
-UNAVAILABLE = problem(
-    "The database cannot be reached or stays locked. Nothing was stored, unless the database "
-    "failed during the commit: retry with the same `Idempotency-Key`."
-)
-TOO_MANY_REQUESTS = problem(
-    "This client has sent more requests than its rate allows (`RATE_LIMIT_POST` for POST, "
-    "`RATE_LIMIT_GET` for GET); `Retry-After` says when to try again."
-)
-WRONG_METHOD = problem("This path does not take the method; `Allow` lists those it does.")
 EXAMPLE_MESSAGE = {
     "id": 1,
     "conversation_id": "1234",
@@ -338,8 +286,6 @@ message_create_schema = extend_schema(
         IDEMPOTENCY_KEY,
         LOCATION,
         IDEMPOTENT_REPLAYED,
-        retry_after([429, 503]),
-        allow([405]),
     ],
     responses={
         201: OpenApiResponse(MessageSerializer, description="Stored (or replayed)."),
@@ -348,15 +294,12 @@ message_create_schema = extend_schema(
             "malformed, empty, `NaN`/`Infinity`, invalid UTF-8, nested deeper than 1024 levels. "
             "Also a malformed `Idempotency-Key`."
         ),
-        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
         (411, PROBLEM_CONTENT_TYPE): problem("A chunked body without `Content-Length`."),
         (413, PROBLEM_CONTENT_TYPE): problem(f"A body over {MAX_BODY_BYTES // 1024} KiB."),
         (415, PROBLEM_CONTENT_TYPE): problem("A body that is not `application/json`."),
         (422, PROBLEM_CONTENT_TYPE): problem(
             "The `Idempotency-Key` was used before in this conversation with a different payload."
         ),
-        (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
-        (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[
         OpenApiExample(
@@ -370,13 +313,10 @@ message_create_schema = extend_schema(
 
 message_retrieve_schema = extend_schema(
     summary="Read one message",
-    parameters=[MESSAGE_ID_PATH, retry_after([429, 503]), allow([405])],
+    parameters=[MESSAGE_ID_PATH],
     responses={
         200: OpenApiResponse(MessageSerializer, description="The message, as its 201 showed it."),
         (404, PROBLEM_CONTENT_TYPE): problem("No such message."),
-        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
-        (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
-        (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[OpenApiExample("A message", value=EXAMPLE_MESSAGE, response_only=True)],
 )
@@ -395,8 +335,6 @@ conversation_retrieve_schema = extend_schema(
         ETAG,
         CACHE_CONTROL,
         LINK,
-        retry_after([429, 503]),
-        allow([405]),
     ],
     responses={
         200: OpenApiResponse(ConversationPageSerializer, description="One page of messages."),
@@ -409,9 +347,6 @@ conversation_retrieve_schema = extend_schema(
             "No such address: an id with a `/` in it, even encoded as `%2F`, is a path this "
             "operation does not serve."
         ),
-        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
-        (429, PROBLEM_CONTENT_TYPE): TOO_MANY_REQUESTS,
-        (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
     },
     examples=[
         OpenApiExample(
@@ -426,27 +361,4 @@ conversation_retrieve_schema = extend_schema(
             status_codes=[200],
         )
     ],
-)
-
-healthz_schema = extend_schema(
-    summary="Liveness: the process answers",
-    description="Touches no database. Not rate limited.",
-    tags=["operations"],
-    parameters=[allow([405])],
-    responses={
-        200: OpenApiResponse(HealthSerializer, description="The process answers."),
-        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
-    },
-)
-
-readyz_schema = extend_schema(
-    summary="Readiness: the database answers",
-    description="Runs one trivial query. Not rate limited.",
-    tags=["operations"],
-    parameters=[retry_after([503]), allow([405])],
-    responses={
-        200: OpenApiResponse(ReadinessSerializer, description="The database answers."),
-        (405, PROBLEM_CONTENT_TYPE): WRONG_METHOD,
-        (503, PROBLEM_CONTENT_TYPE): problem("The database does not answer."),
-    },
 )

@@ -8,11 +8,17 @@ from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
+from api.errors import DomainError
+
 from .models import Conversation, Message
+from .rules import IDEMPOTENCY_KEY_REUSED
 
 
-class IdempotencyKeyReused(Exception):
-    """The key already stored a different message in this conversation."""
+class IdempotencyKeyReused(DomainError):
+    """The key already stored a different message in this conversation (a 422)."""
+
+    def __init__(self) -> None:
+        super().__init__(IDEMPOTENCY_KEY_REUSED)
 
 
 class _AlreadyStored(Exception):
@@ -124,7 +130,7 @@ def message_create(
             conversation_id=conversation_id, idempotency_key=idempotency_key
         )
         if (stored.sender, stored.message) != (sender, message):
-            raise IdempotencyKeyReused(idempotency_key) from None
+            raise IdempotencyKeyReused from None
         return stored, True
     return new, False
 

@@ -6,18 +6,15 @@ from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .errors import IdempotencyConflict
+from api.parsers import json_object
+
+from .inputs import message_input, page_request
 from .models import Message
-from .pagination import ConversationState, history_page, link_header, page_links
-from .parsers import json_object
+from .representations import message_representation
+from .rules import IDEMPOTENCY_KEY_HEADER
 from .schema import conversation_retrieve_schema, message_create_schema, message_retrieve_schema
-from .serializers import (
-    IDEMPOTENCY_KEY_HEADER,
-    message_input,
-    message_representation,
-    page_request,
-)
-from .services import IdempotencyKeyReused, message_create
+from .selectors import ConversationState, history_page, link_header, page_links
+from .services import message_create
 
 
 class MessageViewSet(viewsets.ViewSet):
@@ -28,10 +25,7 @@ class MessageViewSet(viewsets.ViewSet):
     @message_create_schema
     def create(self, request: Request) -> Response:
         fields = message_input(json_object(request), request.headers.get(IDEMPOTENCY_KEY_HEADER))
-        try:
-            message, replayed = message_create(**fields)
-        except IdempotencyKeyReused as reused:
-            raise IdempotencyConflict() from reused
+        message, replayed = message_create(**fields)
         headers = {
             "Location": request.build_absolute_uri(reverse("message-detail", args=[message.id]))
         }
@@ -53,17 +47,15 @@ class ConversationViewSet(viewsets.ViewSet):
     @conversation_retrieve_schema
     def retrieve(self, request: Request, conversation_id: str) -> Response:
         page = page_request(conversation_id, request.query_params)
-        conversation_id = page.conversation_id
-
-        state = ConversationState.load(conversation_id)
+        state = ConversationState.load(page.conversation_id)
         headers = {"ETag": state.etag, "Cache-Control": "no-cache"}
         if state.matches(request.headers.get("If-None-Match", "")):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
 
-        messages = history_page(
-            conversation_id, state, limit=page.limit, before=page.before, after=page.after
-        )
-        links = page_links(request, state, messages, limit=page.limit)
+        messages = history_page(page, state)
+        links = page_links(request, page, state, messages)
         if links["previous"] or links["next"]:
             headers["Link"] = link_header(links)
-        return Response({"id": conversation_id, "messages": messages, **links}, headers=headers)
+        return Response(
+            {"id": page.conversation_id, "messages": messages, **links}, headers=headers
+        )

@@ -7,6 +7,8 @@ import pytest
 from django.db import connection
 from django.test import Client
 
+from tests.live import free_port
+
 
 def postgresql_only(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(
@@ -43,6 +45,22 @@ def message(
     conversation_id: str = "1234", sender: str = "anson", text: str = "I'm a teapot"
 ) -> dict:
     return {"sender": sender, "conversation_id": conversation_id, "message": text}
+
+
+@pytest.fixture
+def unreachable_redis(settings):
+    """Rate limits on (one request a day), counted on a Redis that refuses connections."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"post": "1/day", "get": "1/day"},
+    }
 
 
 @pytest.fixture

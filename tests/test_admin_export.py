@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from conversations import export
 from conversations.models import Message
-from conversations.serializers import render_created
+from conversations.representations import render_created
 from conversations.services import message_create
 
 pytestmark = pytest.mark.django_db

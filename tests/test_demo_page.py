@@ -16,7 +16,7 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
 
-from conversations.errors import ServiceUnavailable, problem
+from api.errors import ServiceUnavailable, problem
 from tests.browser import launch_chromium, missing_chromium
 from tests.live import LiveServer, fresh_database, live_server, manage, server_environment
 

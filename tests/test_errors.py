@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from api.parsers import MAX_BODY_BYTES
 from conversations.models import Conversation, Message
-from conversations.parsers import MAX_BODY_BYTES
 from tests.conftest import message
 
 pytestmark = pytest.mark.django_db

@@ -1,5 +1,6 @@
 """What operators rely on: health probes, one JSON log line per request, request ids."""
 
+import io
 import json
 import logging
 import re
@@ -32,6 +33,16 @@ def lines_written(caplog) -> list[dict]:
         for record in caplog.records
         if record.name == REQUEST_LOGGER
     ]
+
+
+@pytest.fixture
+def application_log():
+    """What the application log's handler (stderr) writes while a test runs, line by line."""
+    (handler,) = [h for h in logging.getLogger().handlers if h.name == "console"]
+    written = io.StringIO()
+    saved = handler.setStream(written)
+    yield lambda: [json.loads(line) for line in written.getvalue().splitlines()]
+    handler.setStream(saved)
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/healthz/"])
@@ -142,6 +153,59 @@ def test_each_request_gets_its_own_generated_id(client):
     assert first != second
 
 
+def test_a_traceback_logged_while_answering_is_one_json_line_with_the_request_id(
+    client, application_log, settings
+):
+    settings.ROOT_URLCONF = "tests.failing_urls"
+    client.raise_request_exception = False
+
+    response = client.get("/fails-on-purpose", HTTP_X_REQUEST_ID="req-fails")
+
+    (line,) = application_log()
+    assert response.status_code == 500
+    assert (line["level"], line["logger"], line["message"]) == (
+        "ERROR",
+        "django.request",
+        "Internal Server Error: /fails-on-purpose",
+    )
+    assert line["request_id"] == "req-fails"
+    assert line["exc_info"].startswith("Traceback (most recent call last):")
+    assert "Failure: a test view failed on purpose" in line["exc_info"]
+
+
+def test_the_redis_warning_carries_the_id_of_the_request_it_let_through(
+    api, application_log, unreachable_redis
+):
+    response = api.post(message(), HTTP_X_REQUEST_ID="req-redis")
+
+    (line,) = application_log()
+    assert response.status_code == 201
+    assert line["level"] == "WARNING"
+    assert line["message"].startswith("Rate limits are off: Redis did not answer")
+    assert line["request_id"] == "req-redis"
+
+
+def test_django_s_warning_about_a_4xx_carries_the_request_id_and_the_next_request_s_does_not(
+    api, application_log
+):
+    api.post({"sender": "anson"}, HTTP_X_REQUEST_ID="req-bad")
+    api.get("/conversations/x?limit=0")
+
+    first, second = application_log()
+    assert (first["message"], first["request_id"]) == ("Bad Request: /messages/", "req-bad")
+    assert second["message"] == "Bad Request: /conversations/x"
+    assert GENERATED_ID.fullmatch(second["request_id"])
+
+
+def test_a_line_logged_outside_any_request_has_no_request_id(client, application_log):
+    client.get("/healthz", HTTP_X_REQUEST_ID="req-before")
+    logging.getLogger("conversations").warning("between requests")
+
+    (line,) = application_log()
+    assert line["message"] == "between requests"
+    assert "request_id" not in line
+
+
 # Under gunicorn, as deployed.
 
 
@@ -169,6 +233,19 @@ def test_under_gunicorn_each_request_is_one_json_line_on_stdout_and_no_access_lo
     assert answer.headers["X-Request-ID"] == "live-1"
     assert [(entry["path"], entry["status"]) for entry in logged] == [("/readyz", 200)]
     assert not [line for line in lines if "GET /readyz HTTP/1.1" in line]
+
+
+def test_under_gunicorn_django_s_own_log_lines_carry_the_request_id_too(server):
+    answer = server.request("GET", "/no-such-page", headers={"X-Request-ID": "live-404"})
+
+    logged = [
+        json.loads(line) for line in server.log.read_text().splitlines() if "live-404" in line
+    ]
+    assert answer.status == 404
+    assert sorted((entry["logger"], entry["message"]) for entry in logged) == [
+        ("chatproject.requests", "GET /no-such-page 404"),
+        ("django.request", "Not Found: /no-such-page"),
+    ]
 
 
 def test_under_gunicorn_the_docs_page_and_its_assets_are_served_with_debug_off(server):

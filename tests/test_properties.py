@@ -14,6 +14,13 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from conversations.rules import (
+    CONVERSATION_ID_CHARACTERS,
+    CONVERSATION_ID_DOT_SEGMENTS,
+    CONVERSATION_ID_MAX_LENGTH,
+    MESSAGE_MAX_LENGTH,
+    SENDER_MAX_LENGTH,
+)
 from conversations.services import message_create
 
 pytestmark = pytest.mark.django_db
@@ -28,9 +35,9 @@ PROPERTY_SETTINGS = settings(
 STORABLE = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 # Characters Python's str.strip() removes, which is what "trimmed" means here.
 WHITESPACE = st.text(st.sampled_from(" \t\n\r\x0b\x0c\x1c\x85\xa0\u2003\u2028\u3000"), max_size=4)
-CONVERSATION_IDS = st.from_regex(r"[A-Za-z0-9._~:@+\-]{1,100}", fullmatch=True).filter(
-    lambda value: value not in {".", ".."}
-)
+CONVERSATION_IDS = st.from_regex(
+    f"[{CONVERSATION_ID_CHARACTERS}]{{1,{CONVERSATION_ID_MAX_LENGTH}}}", fullmatch=True
+).filter(lambda value: value not in CONVERSATION_ID_DOT_SEGMENTS)
 
 conversation_numbers = itertools.count()
 
@@ -57,7 +64,7 @@ def post_and_read_back(api, payload: dict) -> tuple[dict, dict, dict]:
 
 
 @PROPERTY_SETTINGS
-@given(text=st.text(STORABLE, min_size=1, max_size=10_000).filter(str.strip))
+@given(text=st.text(STORABLE, min_size=1, max_size=MESSAGE_MAX_LENGTH).filter(str.strip))
 @example(text="\U0001d11e" * 10_000)
 @example(text=" \u2028leading, trailing and line separators\u2029\r\n ")
 @example(text="\ufeff\U0010ffff\x01\x7f\u0085")
@@ -83,9 +90,11 @@ def test_any_storable_text_round_trips_exactly_as_the_message(api, text):
 
 @PROPERTY_SETTINGS
 @given(
-    sender=st.tuples(WHITESPACE, st.text(STORABLE, min_size=1, max_size=150), WHITESPACE)
+    sender=st.tuples(
+        WHITESPACE, st.text(STORABLE, min_size=1, max_size=SENDER_MAX_LENGTH), WHITESPACE
+    )
     .map("".join)
-    .filter(lambda sender: 1 <= len(sender.strip()) <= 150)
+    .filter(lambda sender: 1 <= len(sender.strip()) <= SENDER_MAX_LENGTH)
 )
 @example(sender="\u3000\t \U0001f600" + "x" * 149 + " \n")
 def test_any_valid_sender_round_trips_trimmed(api, sender):

@@ -6,8 +6,9 @@ from django.contrib.auth.models import User
 from django.db import connection
 
 from conversations.admin import PARTICIPANTS_FROM_LATEST
-from conversations.models import Conversation, Message
-from conversations.pagination import ConversationState
+from conversations.inputs import PageRequest
+from conversations.models import Conversation
+from conversations.selectors import ConversationState, page_sql
 from tests.conftest import postgresql_only
 
 pytestmark = [
@@ -59,8 +60,8 @@ def explain(conversation_id: str, **paging) -> list[dict]:
     state = ConversationState.load(conversation_id)
     middle = (state.first_message_id + state.last_message_id) // 2
     paging = {k: middle if v == "middle" else v for k, v in paging.items()}
-    sql, params = Message.objects.page_sql(
-        conversation_id, limit=100, newest=state.last_message_id, **paging
+    sql, params = page_sql(
+        PageRequest(conversation_id, limit=100, **paging), newest=state.last_message_id
     )
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)

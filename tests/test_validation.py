@@ -3,17 +3,15 @@
 import pytest
 
 from conversations.models import Conversation, Message
+from conversations.rules import BLANK, NOT_A_STRING, REQUIRED, SURROGATE_CHARACTER
+from conversations.rules import CONVERSATION_ID_RULE as BAD_ID
+from conversations.rules import NOT_STRING_OR_INTEGER as NOT_STRING_OR_INT
+from conversations.rules import NUL_CHARACTER as NUL
 from tests.conftest import message
 
 pytestmark = pytest.mark.django_db
 
-REQUIRED = "This field is required."
-NOT_A_STRING = "Not a valid string."
-BLANK = "This field may not be blank."
-BAD_ID = "Use 1 to 100 of the characters A-Z a-z 0-9 . _ ~ : @ + - (and not '.' or '..' alone)."
-NOT_STRING_OR_INT = "Must be a string or an integer."
-NUL = "Null characters are not allowed."
-SURROGATE = "Surrogate characters are not allowed: U+D800."
+SURROGATE = SURROGATE_CHARACTER.format(code_point=0xD800)
 
 
 def assert_rejected(

@@ -17,12 +17,13 @@ from contextlib import suppress
 from django.core.cache import cache
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.redis import RedisCache
-from django.http import HttpRequest
 from redis.exceptions import RedisError
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
-from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
+from rest_framework.throttling import SimpleRateThrottle
+
+from .clients import client_ip
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +31,6 @@ logger = logging.getLogger(__name__)
 # misconfigured to pass the client's header on) is hashed, so that a client
 # cannot make a cache key long or odd.
 PLAIN_ADDRESS_RE = re.compile(r"[0-9A-Fa-f:.]{1,45}")
-
-
-def client_ip(request: HttpRequest) -> str:
-    """The client's address: REMOTE_ADDR, or X-Forwarded-For when proxies are trusted.
-
-    With ``DJANGO_TRUSTED_PROXIES`` (DRF's ``NUM_PROXIES``) set to n, the
-    address n hops from the right of X-Forwarded-For: the one the outermost
-    trusted proxy saw. The admin's login lockout (django-axes) uses it too.
-    """
-    return BaseThrottle().get_ident(request) or ""
 
 
 def count_hit(store: BaseCache, key: str, window_seconds: int) -> int:

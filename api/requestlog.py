@@ -1,7 +1,10 @@
-"""One structured log line per request, tagged with a request id.
+"""One structured log line per request, and the request's id on every line it logs.
 
-The line goes to the ``chatproject.requests`` logger, which settings.LOGGING
-writes to stdout as JSON; gunicorn's own access log is off in its favour.
+The request's line goes to the ``chatproject.requests`` logger, which
+settings.LOGGING writes to stdout as JSON; gunicorn's own access log is off in
+its favour. Everything else logged while a request is answered (Django's
+warnings and tracebacks, the rate limits' Redis warning) goes to stderr as
+JSON too, and RequestIdFilter adds the request's id to each of those lines.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
 
+from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponseBase
 
-from conversations.throttles import client_ip
+from .clients import client_ip
 
 logger = logging.getLogger("chatproject.requests")
 
@@ -23,6 +29,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # that are safe to echo and to search for (uuids, hex, Heroku's and AWS's
 # formats); anything else is replaced, so a client cannot forge a log field.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._~:@+=/-]{1,200}")
+
+# The id of the request this thread (or task) is answering, if any.
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 
 
 def request_id_for(request: HttpRequest) -> str:
@@ -33,12 +42,30 @@ def request_id_for(request: HttpRequest) -> str:
     return uuid.uuid4().hex
 
 
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to a record logged while a request is being answered."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = current_request_id.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
+
+
+def forget_request_id(**kwargs: Any) -> None:
+    """Sent when the response is closed: Django logs a 4xx or 5xx after the middleware
+    returns, so the id stays set until then, and not into the thread's next work."""
+    current_request_id.set(None)
+
+
 class RequestLogMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
+        request_finished.connect(forget_request_id, dispatch_uid="api.requestlog")
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         request.request_id = request_id_for(request)
+        current_request_id.set(request.request_id)
         started = time.perf_counter()
         response = self.get_response(request)
         # For a streamed response (the admin's exports) this is the time to
