@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from http import HTTPStatus
 from typing import Any
 
@@ -117,4 +118,13 @@ def page_not_found(request: HttpRequest, exception: Exception) -> JsonResponse:
 
 
 def server_error(request: HttpRequest) -> JsonResponse:
+    """Django's last resort (handler500); a database that fails outside the API is still a 503.
+
+    The admin's pages, its sessions and logins reach the database before any
+    of the API's handling applies.
+    """
+    if isinstance(sys.exc_info()[1], (OperationalError, InterfaceError)):
+        response = _problem_response(503, str(ServiceUnavailable.default_detail))
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     return _problem_response(500, "The server failed to answer this request; it has been logged.")

@@ -19,6 +19,7 @@ from typing import Any
 
 from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponseBase
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from .clients import client_ip
 
@@ -88,3 +89,18 @@ class RequestLogMiddleware:
             },
         )
         return response
+
+
+class WithoutTracebackFormatter(OrjsonFormatter):
+    """The JSON line without its traceback or stack.
+
+    For records whose cause is the client's (a rejected Host header): the
+    message says what happened, and Django's traceback of where it noticed
+    would only bury the lines that matter.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        bare = logging.makeLogRecord(
+            {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
+        )
+        return super().format(bare)

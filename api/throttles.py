@@ -8,9 +8,7 @@ race. A fixed-window counter costs one atomic increment instead.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import time
 from contextlib import suppress
 
@@ -23,14 +21,9 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-from .clients import client_ip
+from .clients import client_key
 
 logger = logging.getLogger(__name__)
-
-# What an IPv4 or IPv6 address can be made of. Anything else (a proxy
-# misconfigured to pass the client's header on) is hashed, so that a client
-# cannot make a cache key long or odd.
-PLAIN_ADDRESS_RE = re.compile(r"[0-9A-Fa-f:.]{1,45}")
 
 
 def count_hit(store: BaseCache, key: str, window_seconds: int) -> int:
@@ -87,7 +80,7 @@ class ClientRateThrottle(SimpleRateThrottle):
         limit, window_seconds = self.parse_rate(rate)
         now = time.time()
         window = int(now // window_seconds)
-        key = f"throttle:{self.scope}:{window_seconds}:{window}:{self._client_key(request)}"
+        key = f"throttle:{self.scope}:{window_seconds}:{window}:{client_key(request)}"
         try:
             count = count_hit(cache, key, window_seconds)
         except RedisError as error:
@@ -100,9 +93,3 @@ class ClientRateThrottle(SimpleRateThrottle):
 
     def wait(self) -> float | None:
         return self.retry_after
-
-    def _client_key(self, request: Request) -> str:
-        ident = client_ip(request)
-        if PLAIN_ADDRESS_RE.fullmatch(ident):
-            return ident
-        return hashlib.blake2b(ident.encode(errors="replace"), digest_size=16).hexdigest()

@@ -10,9 +10,12 @@ storage built and torn down per request).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthentication
 from django.contrib.messages.middleware import MessageMiddleware as DjangoMessages
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessions
+from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponseBase
 
 # Where chatproject/urls.py mounts the admin.
@@ -42,3 +45,24 @@ class AuthenticationMiddleware(AdminOnly, DjangoAuthentication):
 
 class MessageMiddleware(AdminOnly, DjangoMessages):
     pass
+
+
+class RefuseNulMiddleware:
+    """A NUL in an admin page's path or query is a ``400``.
+
+    No object id, search or filter can hold one: PostgreSQL's text cannot,
+    and it refuses the query with an error instead of finding nothing.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if is_admin_request(request) and (
+            "\x00" in request.path_info
+            or any(
+                "\x00" in key or "\x00" in "".join(values) for key, values in request.GET.lists()
+            )
+        ):
+            raise BadRequest("A NUL character in an admin address.")
+        return self.get_response(request)

@@ -4,6 +4,7 @@ Every deploy-time choice is read from the environment; the README lists each
 variable with its default.
 """
 
+import math
 import os
 import re
 from datetime import timedelta
@@ -44,6 +45,15 @@ def env_count(name: str, default: str) -> int:
     return int(value)
 
 
+def env_seconds(name: str, default: str) -> float:
+    value = os.environ.get(name, default).strip()
+    if not re.fullmatch(r"\d+(\.\d+)?", value):
+        raise ImproperlyConfigured(
+            f"{name} must be a number of seconds (0 or more), not {value!r}."
+        )
+    return float(value)
+
+
 DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
@@ -64,6 +74,15 @@ if HTTPS:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+# The path prefix the service is mounted under behind a proxy (``/chat``), or
+# none. Set here, never taken from the request: gunicorn copies a client's
+# SCRIPT_NAME header into the environ, and Django would build every link on it.
+FORCE_SCRIPT_NAME = os.environ.get("DJANGO_SCRIPT_NAME", "").strip().rstrip("/")
+if FORCE_SCRIPT_NAME and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", FORCE_SCRIPT_NAME):
+    raise ImproperlyConfigured(
+        f"DJANGO_SCRIPT_NAME must be empty or a path such as /chat, not {FORCE_SCRIPT_NAME!r}."
+    )
+
 # Load balancers and orchestrators probe over plain HTTP, without the proxy's
 # X-Forwarded-Proto: a redirect to HTTPS would read as "not healthy".
 SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$"]
@@ -90,12 +109,15 @@ MIDDLEWARE = [
     # Outside everything that can answer on its own (CORS preflights,
     # whitenoise's static files), so every response gets its security headers.
     "chatproject.headers.SecurityHeadersMiddleware",
+    # Before everything that checks the Host header: probes answer any Host.
+    "chatproject.health.ProbesAnyHostMiddleware",
     # Before anything else that can answer on its own (the HTTPS redirect,
     # whitenoise), so a preflight gets its CORS headers.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Django's, for the admin's paths only (chatproject/adminonly.py).
+    "chatproject.adminonly.RefuseNulMiddleware",
     "chatproject.adminonly.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -111,7 +133,8 @@ ROOT_URLCONF = "chatproject.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The admin's lockout page (chatproject/lockout.py).
+        "DIRS": [BASE_DIR / "chatproject" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -132,10 +155,44 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# A database that is stuck (a table locked, a host frozen) must cost a
+# request a few seconds and a 503, not hold it, and with it one of the
+# server's threads, until the client gives up. 0 turns one off.
+DB_CONNECT_TIMEOUT = env_seconds("DJANGO_DB_CONNECT_TIMEOUT", "2")
+DB_STATEMENT_TIMEOUT = env_seconds("DJANGO_DB_STATEMENT_TIMEOUT", "5")
+DB_LOCK_TIMEOUT = env_seconds("DJANGO_DB_LOCK_TIMEOUT", "2")
+# "startup": the statement and lock timeouts travel in the connection's
+# startup packet (libpq's ``options``). "off": they are not sent, for a proxy
+# that refuses that parameter (PgBouncer unless told to ignore it); set them
+# on the database role instead (README, Settings).
+DB_SERVER_TIMEOUTS = os.environ.get("DJANGO_DB_SERVER_TIMEOUTS", "startup").strip()
+if DB_SERVER_TIMEOUTS not in ("startup", "off"):
+    raise ImproperlyConfigured(
+        f"DJANGO_DB_SERVER_TIMEOUTS must be startup or off, not {DB_SERVER_TIMEOUTS!r}."
+    )
+# The client's own deadline for a statement or a COMMIT: a server that is
+# frozen cannot enforce its statement_timeout. A second later than the
+# server's, so that a running server's clearer error comes first.
+DB_CLIENT_DEADLINE = DB_STATEMENT_TIMEOUT + 1 if DB_STATEMENT_TIMEOUT else None
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's backend with a cheaper test of a reused connection
-    # (chatproject/postgresql/base.py): no SELECT 1 before each request.
+    # (chatproject/postgresql/base.py): no SELECT 1 before each request, and
+    # a deadline on the client's side for each statement.
     DATABASES["default"]["ENGINE"] = "chatproject.postgresql"
+    database_options = DATABASES["default"].setdefault("OPTIONS", {})
+    if DB_CONNECT_TIMEOUT:
+        # libpq counts whole seconds, and at least 2.
+        database_options["connect_timeout"] = max(2, math.ceil(DB_CONNECT_TIMEOUT))
+    server_timeouts = {
+        "statement_timeout": DB_STATEMENT_TIMEOUT,
+        "lock_timeout": DB_LOCK_TIMEOUT,
+    }
+    if DB_SERVER_TIMEOUTS == "startup":
+        database_options["options"] = " ".join(
+            [database_options.get("options", "")]
+            + [f"-c {name}={round(seconds * 1000)}" for name, seconds in server_timeouts.items()]
+        ).strip()
     # Server-side parameters let psycopg prepare each statement after its
     # fifth use on a connection: the hot queries are then planned once per
     # connection instead of once per request. Safe with persistent
@@ -186,21 +243,26 @@ else:
     }
 
 AUTHENTICATION_BACKENDS = [
-    # First, so that a locked-out client is refused before its password is checked.
-    "axes.backends.AxesStandaloneBackend",
+    # First, so that every login attempt is counted before its password is
+    # checked, and one past the limit is refused without a check.
+    "chatproject.lockout.CountFirstBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 
-# Admin logins: after 5 failures from one client address, every login from it
-# is refused with a 429 for 15 minutes (from its latest attempt). Attempts
-# live in the database, so the count is shared by every worker and survives
-# restarts, with or without Redis; only logins pay for it.
-AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# Admin logins (django-axes, chatproject/lockout.py): after 5 failures from
+# one client address, or to one username, every login from that address or
+# to that account is refused with a 429 for 15 minutes (from the latest
+# attempt). Attempts live in the database, so the count is shared by every
+# worker and survives restarts, with or without Redis; only logins pay for it.
+AXES_HANDLER = "chatproject.lockout.CountFirstHandler"
 AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = timedelta(minutes=15)
-AXES_LOCKOUT_PARAMETERS = ["ip_address"]
-AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "api.clients.client_ip"
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_LOCKOUT_CALLABLE = "chatproject.lockout.lockout_response"
+# Clients by their canonical address, an IPv6 client by its /64, as for the rate limits.
+AXES_CLIENT_IP_CALLABLE = "api.clients.lockout_address"
+# Whom the lockout page tells people to ask (an address, a team's name).
+ADMIN_CONTACT = os.environ.get("DJANGO_ADMIN_CONTACT", "").strip()
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -299,6 +361,15 @@ LOGGING = {
             "rename_fields": {"levelname": "level", "name": "logger"},
             "timestamp": "time",
         },
+        # A rejected Host header is a client's doing, not a fault of the
+        # service: its line says which, without Django's traceback.
+        "json_without_traceback": {
+            "()": "api.requestlog.WithoutTracebackFormatter",
+            "fmt": "{levelname}{name}{message}",
+            "style": "{",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": "time",
+        },
     },
     "filters": {"request_id": {"()": "api.requestlog.RequestIdFilter"}},
     "handlers": {
@@ -309,6 +380,11 @@ LOGGING = {
             "formatter": "json",
             "filters": ["request_id"],
         },
+        "console_without_traceback": {
+            "class": "logging.StreamHandler",
+            "formatter": "json_without_traceback",
+            "filters": ["request_id"],
+        },
         "requests": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
@@ -316,6 +392,11 @@ LOGGING = {
         },
     },
     "loggers": {
+        "django.security.DisallowedHost": {
+            "handlers": ["console_without_traceback"],
+            "level": "ERROR",
+            "propagate": False,
+        },
         # One JSON line per request on stdout (api.requestlog), in
         # place of gunicorn's access log.
         "chatproject.requests": {"handlers": ["requests"], "level": "INFO", "propagate": False},

@@ -1,9 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.negotiation import DefaultContentNegotiation
 
 from .adminonly import ADMIN_PATH
+from .apidocs import SwaggerUI
 from .health import Healthz, Readyz
 
 urlpatterns = [
@@ -20,7 +21,7 @@ urlpatterns = [
     ),
     # Swagger UI with its script in a file of its own, so a strict
     # Content-Security-Policy (no inline scripts) does not break it.
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", SwaggerUI.as_view(url_name="schema"), name="api-docs"),
     path("healthz", Healthz.as_view(), name="healthz"),
     path("healthz/", Healthz.as_view()),
     path("readyz", Readyz.as_view(), name="readyz"),

@@ -10,7 +10,8 @@ from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.utils import quote, unquote
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import BadRequest, EmptyResultSet, FullResultSet, PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import Http404, HttpRequest, StreamingHttpResponse
@@ -58,10 +59,33 @@ class LargeTablePaginator(Paginator):
         return super().count
 
 
+class CheckedChangeList(ChangeList):
+    """A changelist whose filters are checked before its page is drawn.
+
+    The admin accepts any lookup on a listed filter's field, and some values
+    fail only when the query is compiled, as the page renders: a year past
+    9999 (``created__year=99999999999999999999``) cannot become a date.
+    Compiling it here turns that into a ``400``.
+    """
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters=None):
+        queryset = super().get_queryset(request, exclude_parameters)
+        try:
+            queryset.query.get_compiler(queryset.db).as_sql()
+        except (EmptyResultSet, FullResultSet):
+            pass
+        except (OverflowError, ValueError) as error:
+            raise BadRequest(f"A filter value is out of range: {error}") from error
+        return queryset
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     paginator = LargeTablePaginator
     # Changelists count only the filtered result, never the whole table again.
     show_full_result_count = False
+
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+        return CheckedChangeList
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

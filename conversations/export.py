@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 
 import orjson
@@ -19,10 +20,11 @@ from .selectors import page_rows
 
 EXPORT_BATCH_SIZE = 2000
 CSV_COLUMNS = ["id", "conversation_id", "sender", "message", "created"]
-# A spreadsheet runs a cell that starts with one of these as a formula; anyone
-# can send a message, so text cells that do get a leading apostrophe (OWASP's
-# advice). The JSON export keeps the text exactly.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A spreadsheet runs a cell that starts with one of these as a formula, and
+# some skip leading spaces, line feeds, no-break spaces and a byte order mark
+# to find it; anyone can send a message, so text cells that do get a leading
+# apostrophe (OWASP's advice). The JSON export keeps the text exactly.
+FORMULA_START = re.compile(r"[\s\ufeff\u200b-\u200d\u2060]*[=+\-@]|[\t\r]")
 
 
 def message_batches(conversation: Conversation) -> Iterator[list[dict]]:
@@ -54,7 +56,7 @@ def as_json(conversation: Conversation) -> Iterator[bytes]:
 
 
 def _spreadsheet_safe(text: str) -> str:
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return "'" + text if FORMULA_START.match(text) else text
 
 
 def as_csv(conversation: Conversation) -> Iterator[str]:

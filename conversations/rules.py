@@ -18,6 +18,10 @@ IDEMPOTENCY_KEY_MAX_LENGTH = 255
 MAX_MESSAGE_ID = 2**63 - 1
 PAGE_LIMIT_DEFAULT = 100
 PAGE_LIMIT_MAX = 1000
+# A page also stops once its messages pass this many bytes as JSON (at least
+# one message): the largest page the limits allow, 1,000 messages of 10,000
+# four-byte characters, would be a 40 MB answer held in a worker's memory.
+PAGE_MAX_BYTES = 1024 * 1024
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
 # Unreserved URL characters plus ":@+", so an id is its own URL path segment;

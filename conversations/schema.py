@@ -34,6 +34,7 @@ from .rules import (
     MESSAGE_MAX_LENGTH,
     PAGE_LIMIT_DEFAULT,
     PAGE_LIMIT_MAX,
+    PAGE_MAX_BYTES,
     SENDER_MAX_LENGTH,
 )
 
@@ -324,8 +325,10 @@ message_retrieve_schema = extend_schema(
 conversation_retrieve_schema = extend_schema(
     summary="Read a conversation's history, a page at a time",
     description="With neither `before` nor `after`, the newest `limit` messages. The page is "
-    "always oldest first. Costs one primary-key lookup plus one index range scan, however long "
-    "the conversation.",
+    "always oldest first. A page also stops once its messages pass "
+    f"{PAGE_MAX_BYTES // (1024 * 1024)} MiB as JSON (always at least one message); its "
+    "`previous` and `next` links continue from where it stopped. Costs one primary-key lookup "
+    "plus one index range scan, however long the conversation.",
     parameters=[
         CONVERSATION_ID_PATH,
         PAGE_LIMIT,

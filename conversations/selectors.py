@@ -18,7 +18,7 @@ from rest_framework.request import Request
 
 from .inputs import PageRequest
 from .models import Conversation, Message
-from .rules import PAGE_LIMIT_DEFAULT
+from .rules import PAGE_LIMIT_DEFAULT, PAGE_MAX_BYTES
 
 # ``created`` as the API renders it (``2018-01-17T04:50:14.883Z``: UTC,
 # milliseconds, a ``Z``), computed by the database. A page then reads four
@@ -31,6 +31,17 @@ CREATED_AS_TEXT = {
     # message_create stores).
     "sqlite": "strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', created)",
 }
+
+# A message's size in a page, as the database measures it: its sender and
+# text as JSON strings, in UTF-8 (a control character is six bytes there),
+# plus what its keys, id and timestamp add.
+MESSAGE_JSON_BYTES = {
+    "postgresql": "octet_length(to_json(sender)::text) + octet_length(to_json(message)::text)",
+    "sqlite": (
+        "length(CAST(json_quote(sender) AS BLOB)) + length(CAST(json_quote(message) AS BLOB))"
+    ),
+}
+MESSAGE_JSON_OVERHEAD = 80
 
 
 @dataclass(frozen=True)
@@ -78,13 +89,27 @@ def page_sql(page: PageRequest, *, newest: int) -> tuple[str, list]:
     """
     table = connection.ops.quote_name(Message._meta.db_table)
     created = CREATED_AS_TEXT[connection.vendor]
-    select = f"SELECT id, sender, message, {created} FROM {table} WHERE conversation_id = %s"
+    size = f"{MESSAGE_JSON_BYTES[connection.vendor]} + {MESSAGE_JSON_OVERHEAD}"
     if page.after is not None:
-        sql = f"{select} AND id > %s AND id <= %s ORDER BY id LIMIT %s"
-        return sql, [page.conversation_id, page.after, newest, page.limit]
-    upper = newest if page.before is None else min(newest, page.before - 1)
-    sql = f"{select} AND id <= %s ORDER BY id DESC LIMIT %s"
-    return sql, [page.conversation_id, upper, page.limit]
+        order, bounds = "", "id > %s AND id <= %s"
+        params = [page.conversation_id, page.after, newest, page.limit]
+    else:
+        upper = newest if page.before is None else min(newest, page.before - 1)
+        order, bounds = " DESC", "id <= %s"
+        params = [page.conversation_id, upper, page.limit]
+    # The range scan reads up to ``limit`` rows in page order; a running total
+    # of their sizes keeps those that start within PAGE_MAX_BYTES, so the
+    # first is always kept and the last one kept may pass it. The page's
+    # links then continue from the last message it holds.
+    sql = (
+        "SELECT id, sender, message, created FROM ("
+        f"SELECT *, SUM(size) OVER (ORDER BY id{order} ROWS UNBOUNDED PRECEDING) AS reach "
+        f"FROM (SELECT id, sender, message, {created} AS created, {size} AS size "
+        f"FROM {table} WHERE conversation_id = %s AND {bounds} ORDER BY id{order} LIMIT %s"
+        ") AS scanned"
+        f") AS page WHERE reach - size < %s ORDER BY id{order}"
+    )
+    return sql, [*params, PAGE_MAX_BYTES]
 
 
 def page_rows(page: PageRequest, *, newest: int) -> list[dict]:
@@ -92,7 +117,8 @@ def page_rows(page: PageRequest, *, newest: int) -> list[dict]:
 
     ``after`` reads forward from an id; otherwise the newest ``limit``
     messages (older than ``before``, if given) are read backwards and
-    reversed. The admin and the exports read pages through it too.
+    reversed; either stops once it passes PAGE_MAX_BYTES. The admin and the
+    exports read pages through it too.
     """
     sql, params = page_sql(page, newest=newest)
     with connection.cursor() as cursor:

@@ -9,6 +9,14 @@ from django.test import Client
 
 from tests.live import free_port
 
+# The answer to any request while the database cannot be reached or is stuck.
+SERVICE_UNAVAILABLE = {
+    "type": "about:blank",
+    "title": "Service Unavailable",
+    "status": 503,
+    "detail": "The database is not answering; try again shortly.",
+}
+
 
 def postgresql_only(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(

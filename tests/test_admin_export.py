@@ -169,3 +169,24 @@ def test_a_download_changes_nothing(staff_client, chat):
     b"".join(download(staff_client, "csv").streaming_content)
 
     assert list(Message.objects.order_by("id").values()) == before
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " =1+1",
+        "\n=1+1",
+        "\u00a0=1+1",
+        "\ufeff=1+1",
+        "  \t\ufeff @SUM(A1)",
+        "\u2003+1",
+        "\r\n-1",
+    ],
+)
+def test_a_formula_behind_spaces_line_feeds_no_break_spaces_or_a_bom_is_made_safe(text):
+    assert export._spreadsheet_safe(text) == "'" + text
+
+
+@pytest.mark.parametrize("text", ["hello", " hello", "\u00a0a = b", "1+1", "a@b", ""])
+def test_text_that_is_not_a_formula_is_left_exactly_as_sent(text):
+    assert export._spreadsheet_safe(text) == text

@@ -4,7 +4,7 @@ import time
 
 import psycopg
 import pytest
-from django.db import connection, connections
+from django.db import OperationalError, connection, connections
 
 from tests.conftest import postgresql_only
 from tests.live import fresh_database, live_server, server_environment
@@ -92,3 +92,37 @@ def test_after_the_server_ends_every_connection_the_next_requests_are_answered(
 
     assert ended >= 2
     assert answers == [200] * 32
+
+
+def test_each_connection_carries_the_statement_and_lock_timeouts(own_connection):
+    with own_connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+        )
+        timeouts = cursor.fetchone()
+
+    assert timeouts == ("5s", "2s")
+    assert own_connection.connection.info.get_parameters()["connect_timeout"] == "2"
+
+
+def test_a_statement_past_its_timeout_is_cancelled_by_the_server(own_connection, settings):
+    started = time.monotonic()
+    with pytest.raises(OperationalError, match="statement timeout"):
+        with own_connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = '300ms'")
+            cursor.execute("SELECT pg_sleep(3)")
+
+    assert time.monotonic() - started < 2
+
+
+def test_a_server_that_never_answers_is_cut_off_by_the_clients_deadline(own_connection, settings):
+    settings.DB_CLIENT_DEADLINE = 0.5
+    started = time.monotonic()
+    with pytest.raises(OperationalError):
+        with own_connection.cursor() as cursor:
+            # The server's own timeout is off, as on a server too frozen to apply it.
+            cursor.execute("SET statement_timeout = 0")
+            cursor.execute("SELECT pg_sleep(5)")
+
+    assert time.monotonic() - started < 1.5
+    assert not own_connection.is_usable()

@@ -1,5 +1,6 @@
 """The service as an operator runs it: settings, checks, and gunicorn from the Procfile."""
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -126,3 +127,58 @@ def test_debug_mode_needs_no_secret_key(database_url):
     del env["DJANGO_SECRET_KEY"]
 
     assert manage(env, "check").returncode == 0
+
+
+def test_the_database_timeouts_default_to_2_s_to_connect_5_s_a_statement_2_s_a_lock(settings):
+    assert (
+        settings.DB_CONNECT_TIMEOUT,
+        settings.DB_STATEMENT_TIMEOUT,
+        settings.DB_LOCK_TIMEOUT,
+        settings.DB_SERVER_TIMEOUTS,
+        settings.DB_CLIENT_DEADLINE,
+    ) == (2, 5, 2, "startup", 6)
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("DJANGO_DB_STATEMENT_TIMEOUT", "5s"),
+        ("DJANGO_DB_LOCK_TIMEOUT", "-1"),
+        ("DJANGO_DB_SERVER_TIMEOUTS", "sometimes"),
+        ("DJANGO_SCRIPT_NAME", "//evil.example"),
+    ],
+)
+def test_a_malformed_database_timeout_or_path_prefix_stops_the_process_at_start(
+    database_url, variable, value
+):
+    result = manage(server_environment(database_url, **{variable: value}), "check")
+
+    assert result.returncode != 0
+    assert f"{variable} must be" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "server_timeouts, options",
+    [
+        (
+            "startup",
+            {"connect_timeout": 2, "options": "-c statement_timeout=5000 -c lock_timeout=2000"},
+        ),
+        ("off", {"connect_timeout": 2}),
+    ],
+)
+def test_the_server_timeouts_go_in_the_startup_packet_unless_turned_off(server_timeouts, options):
+    env = server_environment(
+        "postgres://chat@db.invalid:5432/chat", DJANGO_DB_SERVER_TIMEOUTS=server_timeouts
+    )
+    shown = manage(
+        env,
+        "shell",
+        "-c",
+        "import json; from django.conf import settings; "
+        "o = settings.DATABASES['default']['OPTIONS']; "
+        "print(json.dumps({k: o[k] for k in ('connect_timeout', 'options') if k in o}))",
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout.strip().splitlines()[-1]) == options

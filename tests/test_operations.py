@@ -85,6 +85,22 @@ def test_with_the_database_unreachable_readyz_is_a_503_and_healthz_still_answers
     assert healthy.json() == {"status": "ok"}
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/healthz/", "/readyz", "/readyz/"])
+@pytest.mark.parametrize("host", ["10.1.2.3:8000", "10.1.2.3", "[fd00::7]:8000", "pod-7"])
+def test_probes_answer_whatever_host_the_prober_sends(client, path, host):
+    response = client.get(path, HTTP_HOST=host)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_everything_but_the_probes_still_refuses_a_host_that_is_not_allowed(client):
+    response = client.get("/conversations/c", HTTP_HOST="10.1.2.3:8000")
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+
+
 def test_probes_over_plain_http_are_not_redirected_to_https(client, settings):
     settings.SECURE_SSL_REDIRECT = True
 
@@ -274,3 +290,31 @@ def test_under_gunicorn_the_allowed_origins_come_from_the_environment(server):
     assert allowed["access-control-allow-origin"] == "https://widget.example"
     assert allowed["access-control-max-age"] == "86400"
     assert "access-control-allow-origin" not in refused
+
+
+def test_under_gunicorn_a_probe_with_the_pods_address_as_host_is_answered(server):
+    healthy = server.request("GET", "/healthz", headers={"Host": "10.244.0.17:8000"})
+    ready = server.request("GET", "/readyz", headers={"Host": "10.244.0.17:8000"})
+
+    assert (healthy.status, healthy.json()) == (200, {"status": "ok"})
+    assert (ready.status, ready.json()) == (200, {"status": "ok", "database": "ok"})
+
+
+def test_under_gunicorn_each_rejected_host_is_one_log_line_without_a_traceback(server):
+    answer = server.request(
+        "GET", "/conversations/c", headers={"Host": "rejected-host.example", "X-Request-ID": "rh-1"}
+    )
+
+    lines = server.log.read_text().splitlines()
+    mentions = [line for line in lines if "rejected-host.example" in line]
+    assert answer.status == 400
+    assert len(mentions) == 1, mentions
+    entry = json.loads(mentions[0])
+    assert (entry["level"], entry["logger"], entry["request_id"]) == (
+        "ERROR",
+        "django.security.DisallowedHost",
+        "rh-1",
+    )
+    assert entry["message"].startswith("Invalid HTTP_HOST header: 'rejected-host.example'.")
+    assert "exc_info" not in entry
+    assert "Traceback" not in mentions[0]

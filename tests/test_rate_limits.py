@@ -221,6 +221,44 @@ def test_an_odd_forwarded_address_is_still_counted(api, limits):
     assert statuses == [201, 429]
 
 
+def test_the_addresses_of_one_ipv6_slash_64_share_one_budget(api, limits):
+    limits(post="5/day", proxies=1)
+
+    statuses = [
+        api.post(message(), HTTP_X_FORWARDED_FOR=f"2001:db8:1:2::{n:x}").status_code
+        for n in range(1, 21)
+    ]
+    next_network = api.post(message(), HTTP_X_FORWARDED_FOR="2001:db8:1:3::1").status_code
+
+    assert statuses == [201] * 5 + [429] * 15
+    assert next_network == 201
+
+
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        # IPv4, and the same address mapped into IPv6, in every way it can be written.
+        ["192.0.2.7", "::ffff:192.0.2.7", "::FFFF:C000:0207", "[::ffff:192.0.2.7]"],
+        # One IPv6 address, spelled short, long, in capitals and bracketed.
+        [
+            "2001:db8::7",
+            "2001:0db8:0000:0000:0000:0000:0000:0007",
+            "2001:DB8::7",
+            "[2001:db8::7]",
+        ],
+    ],
+    ids=["ipv4-mapped", "ipv6"],
+)
+def test_every_spelling_of_one_client_address_shares_one_budget(api, limits, spellings):
+    limits(post=f"{len(spellings) - 1}/day", proxies=1)
+
+    statuses = [
+        api.post(message(), HTTP_X_FORWARDED_FOR=spelling).status_code for spelling in spellings
+    ]
+
+    assert statuses == [201] * (len(spellings) - 1) + [429]
+
+
 def test_rate_limits_add_no_database_query(api, limits, django_assert_num_queries):
     posted = api.post(message()).json()
     limits(get="3/day")
@@ -343,8 +381,10 @@ def database_url(tmp_path_factory, django_db_blocker):
 
 @needs_redis
 def test_under_gunicorn_with_redis_the_limit_is_shared_by_its_workers(database_url, tmp_path):
-    client = f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
-    other = f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
+    # Each in a /64 of its own: the network is the client.
+    client_network = f"2001:db8:{secrets.token_hex(2)}:{secrets.token_hex(2)}::"
+    other_network = f"2001:db8:{secrets.token_hex(2)}:{secrets.token_hex(2)}::"
+    client, other = f"{client_network}1", f"{other_network}1"
     env = server_environment(
         database_url,
         WEB_CONCURRENCY="2",
@@ -367,8 +407,8 @@ def test_under_gunicorn_with_redis_the_limit_is_shared_by_its_workers(database_u
             elsewhere = post(other)
             reads = [server.request("GET", "/conversations/live").status for _ in range(5)]
     finally:
-        delete_keys(f"chat:*:throttle:*:{client}")
-        delete_keys(f"chat:*:throttle:*:{other}")
+        delete_keys(f"chat:*:throttle:*:{client_network}/64")
+        delete_keys(f"chat:*:throttle:*:{other_network}/64")
 
     assert allowed == [201, 201, 201]
     assert refused.status == 429

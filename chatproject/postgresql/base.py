@@ -15,17 +15,53 @@ What it cannot see, no more than a query could before its own timeout, is a
 server that vanished without closing the socket (a host lost with no reset):
 the request that finds it out gets the API's ``503`` and Django drops the
 connection.
+
+Every statement, COMMIT and ROLLBACK also runs under a deadline on the
+client's side (``settings.DB_CLIENT_DEADLINE``, chatproject/postgresql/deadline.py),
+so that a server that stops answering altogether costs a request seconds,
+not as long as TCP keeps the connection open.
 """
 
 from __future__ import annotations
 
 import select
+from contextlib import nullcontext
+from typing import Any
 
+from django.conf import settings
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLDatabaseWrapper
 from psycopg.pq import TransactionStatus
 
+from .deadline import watchdog
+
 
 class DatabaseWrapper(PostgreSQLDatabaseWrapper):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.execute_wrappers.append(self._execute_within_deadline)
+
+    def _within_deadline(self):
+        seconds = settings.DB_CLIENT_DEADLINE
+        if not seconds or self.connection is None or self.connection.closed:
+            return nullcontext()
+        return watchdog.deadline(self.connection.fileno(), seconds)
+
+    def _execute_within_deadline(self, execute, sql, params, many, context):
+        with self._within_deadline():
+            return execute(sql, params, many, context)
+
+    def init_connection_state(self) -> None:
+        with self._within_deadline():
+            super().init_connection_state()
+
+    def _commit(self) -> None:
+        with self._within_deadline():
+            return super()._commit()
+
+    def _rollback(self) -> None:
+        with self._within_deadline():
+            return super()._rollback()
+
     def is_usable(self) -> bool:
         connection = self.connection
         if connection is None or connection.closed:
@@ -33,8 +69,12 @@ class DatabaseWrapper(PostgreSQLDatabaseWrapper):
         # After a database error (Django asks again then) or outside an idle
         # session, only the full test can tell.
         if self.errors_occurred or connection.info.transaction_status != TransactionStatus.IDLE:
-            return super().is_usable()
+            with self._within_deadline():
+                return super().is_usable()
         # poll(), unlike select(), takes any file descriptor number.
         poller = select.poll()
         poller.register(connection.fileno(), select.POLLIN)
-        return not poller.poll(0) or super().is_usable()
+        if not poller.poll(0):
+            return True
+        with self._within_deadline():
+            return super().is_usable()
