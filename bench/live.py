@@ -849,14 +849,15 @@ def open_streams(clients: Clients, total: int, admin) -> dict:
 
 def delivery_table(rows: list[dict]) -> list[str]:
     lines = [
-        "| streams open | conversations | messages posted (per s) | deliveries expected "
+        "| streams open | conversations | messages posted (per s), POSTs failed | deliveries expected "
         "| delivered | missed / duplicated / out of order | p50 / p99 / max ms "
         "| streams refused / ended | client loop lag max ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         lines.append(
-            f"| {row['label']} | {CONVERSATIONS} | {row['posted']:,} ({row['rate']:.0f}) "
+            f"| {row['label']} | {CONVERSATIONS} | {row['posted']:,} ({row['rate']:.0f}), "
+            f"{row['post_failures']} "
             f"| {row['expected']:,} | {row['delivered']:,} "
             f"| {row['missed']} / {row['duplicated']} / {row['unordered']} "
             f"| {row['p50_ms']:.1f} / {row['p99_ms']:.1f} / {row['max_ms']:.1f} "
