@@ -25,6 +25,7 @@ import asyncio
 import io
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -220,13 +221,24 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
             await send_response(send, decorated(request, problem_response(refusal)))
             return
         await send_response(send, decorated(request, stream_response()), more_body=True)
-        await run_stream(stream, first, receive, send)
+        await run_stream(hub, stream, first, receive, send)
     finally:
         hub.unsubscribe(stream)
 
 
-async def first_events(hub: Hub, stream: Stream, resume: int | None) -> list[bytes]:
-    """What the stream sends first: the prelude, and the replay or its position.
+@dataclass(frozen=True)
+class Opening:
+    """What a stream sends first: the prelude, and the replay or its position."""
+
+    events: list[bytes]
+    # The replay's first page stopped at PAGE_MAX_BYTES after this id: the
+    # stream reads the rest itself, a page at a time as it sends them, and
+    # takes the hub's live messages only after that.
+    replay_after: int | None = None
+
+
+async def first_events(hub: Hub, stream: Stream, resume: int | None) -> Opening:
+    """The stream's opening, read before its ``200`` so that a failed read is a ``503``.
 
     Runs after the stream subscribed and once the LISTEN connection has been
     live, so whatever commits after this query reaches the stream.
@@ -235,19 +247,26 @@ async def first_events(hub: Hub, stream: Stream, resume: int | None) -> list[byt
         raise StoreUnavailable("the LISTEN connection is not up")
     conversation_id = stream.conversation_id
     if resume is None:
-        newest = await hub.fetch(conversation_id, after=None, limit=1)
+        newest = (await hub.fetch(conversation_id, after=None, limit=1)).rows
         position = newest[0]["id"] if newest else 0
         hub.ready(stream, position)
         # The stream's position as its id: a client that reconnects before
         # any message arrived resumes from here, missing nothing.
-        return [PRELUDE, b"id: %d\n\n" % position]
-    rows = await hub.fetch(conversation_id, after=resume, limit=REPLAY_MAX + 1)
+        return Opening([PRELUDE, b"id: %d\n\n" % position])
+    fetched = await hub.fetch(conversation_id, after=resume, limit=REPLAY_MAX + 1)
+    rows = fetched.rows
     first = [PRELUDE]
-    if len(rows) > REPLAY_MAX:
-        rows = await hub.fetch(conversation_id, after=None, limit=REPLAY_MAX)
+    too_many = len(rows) > REPLAY_MAX or (
+        fetched.cut
+        and await hub.count_after(conversation_id, after=resume, limit=REPLAY_MAX + 1) > REPLAY_MAX
+    )
+    if too_many:
+        rows = (await hub.fetch(conversation_id, after=None, limit=REPLAY_MAX)).rows
         first.append(RESET)
+    elif fetched.cut:
+        return Opening(first + [message_event(row) for row in rows], replay_after=rows[-1]["id"])
     hub.ready(stream, rows[-1]["id"] if rows else resume)
-    return first + [message_event(row) for row in rows]
+    return Opening(first + [message_event(row) for row in rows])
 
 
 async def watch_disconnect(receive: Receive, stream: Stream) -> None:
@@ -274,7 +293,9 @@ async def abort_connection(send: Send) -> None:
         await asyncio.sleep(0)
 
 
-async def run_stream(stream: Stream, first: list[bytes], receive: Receive, send: Send) -> None:
+async def run_stream(
+    hub: Hub, stream: Stream, opening: Opening, receive: Receive, send: Send
+) -> None:
     loop = asyncio.get_running_loop()
     heartbeat = settings.EVENTS_HEARTBEAT_SECONDS
     ends = loop.time() + settings.EVENTS_MAX_SECONDS
@@ -288,16 +309,34 @@ async def run_stream(stream: Stream, first: list[bytes], receive: Receive, send:
         finally:
             stream.sending = False
 
-    try:
+    async def write_events(pieces: list[bytes]) -> None:
         chunk: list[bytes] = []
         size = 0
-        for piece in first:
+        for piece in pieces:
             chunk.append(piece)
             size += len(piece)
             if size >= REPLAY_CHUNK_BYTES:
                 await write(b"".join(chunk))
                 chunk, size = [], 0
-        await write(b"".join(chunk))
+        if chunk:
+            await write(b"".join(chunk))
+
+    try:
+        await write_events(opening.events)
+        after = opening.replay_after
+        while after is not None and stream.closed is None:
+            try:
+                fetched = await hub.fetch(stream.conversation_id, after=after, limit=REPLAY_MAX)
+            except StoreUnavailable:
+                # The stream ends; the client resumes from the last id it got.
+                stream.close("unavailable")
+                break
+            await write_events([message_event(row) for row in fetched.rows])
+            if fetched.rows:
+                after = fetched.rows[-1]["id"]
+            if not fetched.cut:
+                hub.ready(stream, after)
+                after = None
         next_beat = loop.time() + heartbeat
         while stream.closed is None:
             now = loop.time()

@@ -36,7 +36,7 @@ from psycopg.conninfo import make_conninfo
 
 from .inputs import PageRequest
 from .rules import MAX_MESSAGE_ID, PAGE_LIMIT_MAX
-from .selectors import page_messages, page_rows, page_sql
+from .selectors import later_count_sql, page_cut, page_messages, page_sql
 from .services import EVENTS_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,11 @@ POOL_WAIT_SECONDS = 10.0
 # (it resumes with Last-Event-ID) once this much waits for it while a send to
 # it is blocked, beyond what the server's socket buffers hold.
 STREAM_BUFFER_BYTES = 256 * 1024
+# A wake-up with more to read than one page reads the next once its streams
+# have sent the last, waiting this long at most: a client that takes longer
+# to read a page is the slow one the buffer limit disconnects.
+DRAIN_SECONDS = 1.0
+DRAIN_POLL_SECONDS = 0.01
 
 
 def page(conversation_id: str, *, after: int | None, limit: int) -> PageRequest:
@@ -61,6 +66,15 @@ def page(conversation_id: str, *, after: int | None, limit: int) -> PageRequest:
     by the largest id since a stream has no counters to bound it by.
     """
     return PageRequest(conversation_id, limit=limit, after=after)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A page read for the streams: its messages, oldest first."""
+
+    rows: list[dict]
+    # It stopped at PAGE_MAX_BYTES: more may come after its last message.
+    cut: bool
 
 
 class StoreUnavailable(Exception):
@@ -81,7 +95,7 @@ class Stream:
     pending: list[bytes] = field(default_factory=list)
     pending_bytes: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    # Why the stream is ending: "disconnected", "overflow", "shutdown".
+    # Why the stream is ending: "disconnected", "overflow", "shutdown", "unavailable".
     closed: str | None = None
     task: asyncio.Task | None = None
     sending: bool = False
@@ -172,16 +186,13 @@ class PostgresStore:
             await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
             attempt += 1
 
-    async def fetch(self, conversation_id: str, *, after: int | None, limit: int) -> list[dict]:
-        wanted = page(conversation_id, after=after, limit=limit)
-        sql, params = page_sql(wanted, newest=MAX_MESSAGE_ID)
+    async def query(self, sql: str, params: list) -> list[tuple]:
         try:
             async with self.pool.connection(timeout=POOL_WAIT_SECONDS) as conn:
                 cursor = await conn.execute(sql, params)
-                rows = await cursor.fetchall()
+                return await cursor.fetchall()
         except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
             raise StoreUnavailable(str(error)) from error
-        return page_messages(wanted, rows)
 
 
 class SqliteStore:
@@ -206,20 +217,31 @@ class SqliteStore:
             await asyncio.sleep(SQLITE_POLL_SECONDS)
             self.on_poll()
 
-    async def fetch(self, conversation_id: str, *, after: int | None, limit: int) -> list[dict]:
+    async def query(self, sql: str, params: list) -> list[tuple]:
         try:
-            return await asyncio.to_thread(self._fetch, conversation_id, after, limit)
+            return await asyncio.to_thread(self._query, sql, params)
         except Exception as error:  # sqlite3's and Django's errors alike
             raise StoreUnavailable(str(error)) from error
 
     @staticmethod
-    def _fetch(conversation_id: str, after: int | None, limit: int) -> list[dict]:
+    def _query(sql: str, params: list) -> list[tuple]:
         # A development convenience: Django's own SQLite connection, in a
         # short-lived worker thread, closed at once so that none is left open.
         try:
-            return page_rows(page(conversation_id, after=after, limit=limit), newest=MAX_MESSAGE_ID)
+            with django_connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
         finally:
             django_connection.close()
+
+
+async def sent(streams: list[Stream], timeout: float) -> None:
+    """Wait until every open one of ``streams`` has sent what it was given, or ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(stream.closed is None and (stream.sending or stream.pending) for stream in streams):
+        if asyncio.get_running_loop().time() >= deadline:
+            return
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
 
 
 def conninfo(database: dict[str, Any], options: dict[str, Any]) -> str:
@@ -297,8 +319,17 @@ class Hub:
         if not group:
             del self.streams[stream.conversation_id]
 
-    async def fetch(self, conversation_id: str, *, after: int | None, limit: int) -> list[dict]:
-        return await self.store.fetch(conversation_id, after=after, limit=limit)
+    async def fetch(self, conversation_id: str, *, after: int | None, limit: int) -> Fetched:
+        wanted = page(conversation_id, after=after, limit=limit)
+        sql, params = page_sql(wanted, newest=MAX_MESSAGE_ID, with_reach=True)
+        rows = await self.store.query(sql, params)
+        cut = page_cut(rows)
+        return Fetched(page_messages(wanted, [row[:4] for row in rows]), cut)
+
+    async def count_after(self, conversation_id: str, *, after: int, limit: int) -> int:
+        sql, params = later_count_sql(conversation_id, after=after, limit=limit)
+        [(count,)] = await self.store.query(sql, params)
+        return count
 
     def ready(self, stream: Stream, last_id: int) -> None:
         """The stream's own first query is done and handed out up to ``last_id``."""
@@ -337,9 +368,7 @@ class Hub:
                     continue
                 after = min(stream.last_id for stream in ready)
                 try:
-                    rows = await self.store.fetch(
-                        conversation_id, after=after, limit=PAGE_LIMIT_MAX
-                    )
+                    fetched = await self.fetch(conversation_id, after=after, limit=PAGE_LIMIT_MAX)
                 except StoreUnavailable as error:
                     logger.warning("Live events: catch-up query failed (%s); retrying", error)
                     self._dirty.add(conversation_id)
@@ -347,13 +376,17 @@ class Hub:
                     attempt += 1
                     continue
                 attempt = 0
-                if len(rows) == PAGE_LIMIT_MAX:
-                    self._dirty.add(conversation_id)
-                events = [(row["id"], self.render(row)) for row in rows]
+                events = [(row["id"], self.render(row)) for row in fetched.rows]
                 # Only the streams that were ready before the query: one that
                 # became ready during it was marked, and wakes us again.
                 for stream in ready:
                     if stream.closed is None:
                         stream.deliver(events)
+                if len(fetched.rows) == PAGE_LIMIT_MAX or fetched.cut:
+                    # More is there already: read it once the streams have
+                    # sent this page, so that a burst larger than their
+                    # buffers reaches every client that keeps up with it.
+                    await sent(ready, timeout=DRAIN_SECONDS)
+                    self._dirty.add(conversation_id)
         finally:
             self._running.pop(conversation_id, None)

@@ -83,14 +83,17 @@ class ConversationState:
         return "*" in tags or self.etag in tags
 
 
-def page_sql(page: PageRequest, *, newest: int, using: str = PRIMARY) -> tuple[str, list]:
+def page_sql(
+    page: PageRequest, *, newest: int, using: str = PRIMARY, with_reach: bool = False
+) -> tuple[str, list]:
     """The SQL of one page, and its parameters (``page_rows`` runs it; tests EXPLAIN it).
 
     ``newest`` is the conversation's newest message id as its counters say.
     Bounding the scan by it starts every page at a known id, so the cost is
     one index range scan whatever the conversation's length, whichever index
     the planner picks; and a page never holds a message newer than the
-    counters its ETag and links were made from.
+    counters its ETag and links were made from. ``with_reach`` adds each
+    row's running size in bytes, which ``page_cut`` reads.
     """
     connection = connections[using]
     table = connection.ops.quote_name(Message._meta.db_table)
@@ -107,8 +110,11 @@ def page_sql(page: PageRequest, *, newest: int, using: str = PRIMARY) -> tuple[s
     # of their sizes keeps those that start within PAGE_MAX_BYTES, so the
     # first is always kept and the last one kept may pass it. The page's
     # links then continue from the last message it holds.
+    columns = (
+        "id, sender, message, created, reach" if with_reach else "id, sender, message, created"
+    )
     sql = (
-        "SELECT id, sender, message, created FROM ("
+        f"SELECT {columns} FROM ("
         f"SELECT *, SUM(size) OVER (ORDER BY id{order} ROWS UNBOUNDED PRECEDING) AS reach "
         f"FROM (SELECT id, sender, message, {created} AS created, {size} AS size "
         f"FROM {table} WHERE conversation_id = %s AND {bounds} ORDER BY id{order} LIMIT %s"
@@ -116,6 +122,31 @@ def page_sql(page: PageRequest, *, newest: int, using: str = PRIMARY) -> tuple[s
         f") AS page WHERE reach - size < %s ORDER BY id{order}"
     )
     return sql, [*params, PAGE_MAX_BYTES]
+
+
+def page_cut(rows: list[tuple]) -> bool:
+    """Whether ``page_sql(..., with_reach=True)``'s rows, in the query's order, may stop short.
+
+    The first row left out would have started at the last kept row's reach,
+    so a page whose reach stays under PAGE_MAX_BYTES holds every row that
+    its ``limit`` allows. A reach at or past it may also just be the end.
+    """
+    return bool(rows) and rows[-1][4] >= PAGE_MAX_BYTES
+
+
+def later_count_sql(
+    conversation_id: str, *, after: int, limit: int, using: str = PRIMARY
+) -> tuple[str, list]:
+    """How many of the conversation's messages come after ``after``, counted up to ``limit``.
+
+    An index-only range scan: it reads no message text.
+    """
+    table = connections[using].ops.quote_name(Message._meta.db_table)
+    sql = (
+        f"SELECT COUNT(*) FROM (SELECT id FROM {table} "
+        "WHERE conversation_id = %s AND id > %s ORDER BY id LIMIT %s) AS later"
+    )
+    return sql, [conversation_id, after, limit]
 
 
 def page_rows(page: PageRequest, *, newest: int, using: str = PRIMARY) -> list[dict]:

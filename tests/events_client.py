@@ -32,6 +32,7 @@ class EventStream:
     """``GET`` an events path and read what comes back, block by block."""
 
     def __init__(self, server: LiveServer, path: str, headers: dict | None = None, timeout=10):
+        self.timeout = timeout
         self.conn = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
         self.conn.request("GET", path, headers=headers or {})
         self.response = self.conn.getresponse()
@@ -68,11 +69,17 @@ class EventStream:
         return event
 
     def messages(self, count: int) -> list[Event]:
-        """The next ``count`` message events, skipping everything else."""
+        """The next ``count`` message events, skipping everything else, within the timeout.
+
+        The timeout bounds the whole wait: keep-alive comments alone would
+        otherwise keep a stream that never delivers from ever timing out.
+        """
         found = []
+        deadline = time.monotonic() + self.timeout
         while len(found) < count:
             event = self.block()
             assert event is not None, f"the stream ended after {len(found)} of {count} messages"
+            assert time.monotonic() < deadline, f"{len(found)} of {count} messages in time"
             if event.event == "message":
                 found.append(event)
         return found
