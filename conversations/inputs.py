@@ -2,7 +2,7 @@
 
 Plain code rather than DRF Serializers: these run on every request, and
 building a Serializer (it deep-copies its fields) and running its validation
-cost more than the queries they guard. The errors are worded and ordered as a
+costs more than the queries they guard (docs/performance.md). The errors are worded and ordered as a
 Serializer's would be (conversations.rules), and schema.MessageSerializer
 describes the same rules to the OpenAPI schema; tests/test_api_docs.py proves
 the two accept and reject the same bodies.

@@ -4,9 +4,10 @@ Every history request reads the conversation's counters (one primary-key
 lookup), answers a 304 from them or reads one page (one index range scan),
 and links the pages on either side. With read replicas configured, both
 queries run on a replica that has the reader's writes, in the transaction
-that checked it (chatproject.replicas), or else on the primary. Both queries are plain SQL: this is the
-hottest path of the service, and building the queries through the ORM cost
-as much as running them.
+that checked it (chatproject.replicas), or else on the primary. Both
+queries are plain SQL: this is the hottest path of the service, and building
+them through the ORM costs about as much as running them
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from .rules import PAGE_LIMIT_DEFAULT, PAGE_MAX_BYTES
 # ``created`` as the API renders it (``2018-01-17T04:50:14.883Z``: UTC,
 # milliseconds, a ``Z``), computed by the database. A page then reads four
 # plain values per message: no timestamp object is built and formatted in
-# Python for each row, which was most of a long page's cost.
+# Python for each row, the largest part of a long page's CPU before
+# (docs/performance.md).
 CREATED_AS_TEXT = {
     "postgresql": """to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')""",
     # Django stores UTC text; SQLite's %f is seconds with three decimals

@@ -116,7 +116,8 @@ def message_create(
     insert the message, record it in the conversation. The caller sees the
     message only after the transaction has committed. The statements are
     plain SQL: the upsert and the conflict-tolerant insert have no ORM form,
-    and the ORM's UPDATE cost four times the round trip it makes.
+    and building the ORM's UPDATE costs more than the round trip it makes
+    (docs/performance.md).
     """
     new = Message(
         conversation_id=conversation_id,

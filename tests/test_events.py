@@ -18,6 +18,11 @@ from conversations.services import EVENTS_CHANNEL, message_create
 from tests.conftest import message, postgresql_only
 from tests.events_client import EventStream, in_process_server, wait_until
 
+# Transactional: a stream reads on a connection of its own, so it sees only
+# committed messages, and NOTIFY fires only on commit. As a marker, not the
+# transactional_db fixture, so that the replicas are allowed when configured.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 
 def listening_connection() -> psycopg.Connection:
     """A connection of its own to the test database, listening on the events channel."""
@@ -27,7 +32,6 @@ def listening_connection() -> psycopg.Connection:
 
 
 @postgresql_only("NOTIFY is PostgreSQL's")
-@pytest.mark.django_db(transaction=True)
 def test_a_stored_message_notifies_its_conversation_and_id_on_commit(api):
     with listening_connection() as listener:
         response = api.post(message("tea-room"))
@@ -38,7 +42,6 @@ def test_a_stored_message_notifies_its_conversation_and_id_on_commit(api):
 
 
 @postgresql_only("NOTIFY is PostgreSQL's")
-@pytest.mark.django_db(transaction=True)
 def test_a_replayed_post_notifies_nothing(api):
     api.post(message("tea-room"), HTTP_IDEMPOTENCY_KEY="k-1")
     with listening_connection() as listener:
@@ -49,7 +52,6 @@ def test_a_replayed_post_notifies_nothing(api):
     assert notified == []
 
 
-@pytest.mark.django_db(transaction=True)
 def test_storing_a_message_stays_three_statements_in_one_transaction(api):
     api.post(message("tea-room"))
 
@@ -73,9 +75,7 @@ HEADERS = {
 
 
 @pytest.fixture
-def server(transactional_db):
-    # Transactional: a stream reads on a connection of its own, so it sees
-    # only committed messages, and NOTIFY fires only on commit.
+def server():
     with in_process_server() as live:
         yield live
 
@@ -434,7 +434,7 @@ def test_every_stream_of_a_conversation_gets_every_message_once_in_order(api, st
     ]
 
 
-def test_a_stopping_server_closes_its_streams_at_once(transactional_db):
+def test_a_stopping_server_closes_its_streams_at_once():
     with in_process_server() as live:
         stream = EventStream(live, "/conversations/a/events")
         stream.block()

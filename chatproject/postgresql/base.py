@@ -2,8 +2,8 @@
 
 With ``CONN_HEALTH_CHECKS`` on, Django tests a persistent connection before
 the first query of every request that reuses it, and Django's test is a
-``SELECT 1``: one more round trip to the server per request, a third of the
-database work of a ``304``. This backend tests it the way go-sql-driver's
+``SELECT 1``: one more round trip to the server per request, a large share
+of the database work of a ``304`` (docs/performance.md). This backend tests it the way go-sql-driver's
 connection check does first: between requests a healthy connection has
 nothing to read, since the server speaks only when asked. A server that
 ended the session (a restart, a crash, ``pg_terminate_backend``, an idle
