@@ -459,7 +459,18 @@ def main() -> None:
         prepare_database()
     servers = [
         Server("service", procfile_command("web")),
-        Server("ceiling", ["gunicorn", "bench.ceiling:app", "--config", "gunicorn.conf.py"]),
+        # The ceiling is a bare WSGI application: gthread serves it, with the same threads.
+        Server(
+            "ceiling",
+            [
+                "gunicorn",
+                "bench.ceiling:app",
+                "--config",
+                "gunicorn.conf.py",
+                "--worker-class",
+                "gthread",
+            ],
+        ),
     ]
     sampler = ConnectionSampler(servers)
     try:

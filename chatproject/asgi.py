@@ -1,43 +1,148 @@
-"""The ASGI application: live event streams natively, everything else to Django's WSGI app.
+"""The ASGI application that serves $PORT (the Procfile's ``web`` process).
 
-A stream is a long-lived async task with no thread of its own
-(conversations/events.py); every other request goes to the unchanged WSGI
-application through a2wsgi, on a bounded pool of long-lived threads
-(``GUNICORN_THREADS``), so each thread keeps its persistent database
-connection and connections stay at workers x threads.
+The live events path is served natively, in the event loop; every other
+request goes to the unchanged WSGI Django application, in a bounded pool of
+long-lived threads (``GUNICORN_THREADS``), so that each thread keeps its own
+persistent database connection, as under gthread, and the process never opens
+more than that many. A request reaches a thread only once it has arrived
+whole, headers and body, so a slow client costs the event loop a buffer and
+never holds a thread.
 """
 
-import os
+from __future__ import annotations
 
-from django.core.wsgi import get_wsgi_application
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from a2wsgi import WSGIMiddleware
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
 
-django_application = get_wsgi_application()
+from django.conf import settings  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
 
-from a2wsgi import WSGIMiddleware  # noqa: E402
-
+from chatproject.wsgi import application as django_application  # noqa: E402
 from conversations import events  # noqa: E402  (needs the settings loaded above)
 
-wsgi = WSGIMiddleware(django_application, workers=int(os.environ.get("GUNICORN_THREADS", "4")))
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+THREADS = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Django reads at most this much of a body (it answers 413 past it), so the
+# event loop buffers no more than one byte beyond it before handing over.
+BODY_BUFFER_BYTES = settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1
 
 
-async def lifespan(receive, send) -> None:
-    while True:
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request's body, up to ``limit`` bytes; None if the client went away first."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
         message = await receive()
-        if message["type"] == "lifespan.startup":
-            await events.startup()
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await events.shutdown()
-            await send({"type": "lifespan.shutdown.complete"})
+        if message["type"] == "http.disconnect":
+            return None
+        body = message.get("body", b"")
+        chunks.append(body)
+        size += len(body)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def without_underscored_headers(scope: Scope) -> Scope:
+    """Drop request headers whose names hold an underscore.
+
+    In WSGI ``X_Forwarded_Proto`` and ``X-Forwarded-Proto`` are the same
+    ``HTTP_X_FORWARDED_PROTO``, so a client could pass a value through a proxy
+    that sets only the dashed one; nginx and gunicorn drop such headers too.
+    """
+    headers = scope["headers"]
+    if not any(b"_" in name for name, _ in headers):
+        return scope
+    return {**scope, "headers": [(name, value) for name, value in headers if b"_" not in name]}
+
+
+class Application:
+    """Routes the events path to the events application, and the rest to Django."""
+
+    def __init__(
+        self,
+        django: Callable[..., Any],
+        events: ASGIApp | None = None,
+        is_events_path: Callable[[str], bool] | None = None,
+        startup: Callable[[], Awaitable[None]] | None = None,
+        shutdown: Callable[[], Awaitable[None]] | None = None,
+        threads: int = THREADS,
+    ) -> None:
+        self.django = WSGIMiddleware(django, workers=threads)
+        self.events = events
+        self.is_events_path = is_events_path
+        self.startup = startup
+        self.shutdown = shutdown
+        self.streams_closed = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+        elif scope["type"] != "http":
+            # No websockets here; the server does not upgrade, so this is a safeguard.
+            await send({"type": "websocket.close", "code": 1000})
+        elif self.events is not None and self.is_events_path(scope["path"]):
+            await self.events(scope, receive, send)
+        else:
+            await self.to_django(without_underscored_headers(scope), receive, send)
+
+    async def to_django(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await read_body(receive, BODY_BUFFER_BYTES)
+        if body is None:
             return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.django(scope, replay, send)
+
+    async def close_streams(self) -> None:
+        """End every open stream at once: the server calls this as it begins to drain."""
+        if self.shutdown is not None and not self.streams_closed:
+            self.streams_closed = True
+            await self.shutdown()
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    # Import the URLconf, and with it every view, before the first
+                    # request instead of during it: that request would otherwise
+                    # wait for the imports, in each worker.
+                    get_resolver().url_patterns  # noqa: B018
+                    if self.startup is not None:
+                        await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close_streams()
+                self.django.executor.shutdown(wait=False)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
-async def application(scope, receive, send) -> None:
-    if scope["type"] == "http" and events.handles(scope["path"]):
-        await events.application(scope, receive, send)
-    elif scope["type"] == "lifespan":
-        await lifespan(receive, send)
-    else:
-        await wsgi(scope, receive, send)
+application = Application(
+    django_application,
+    events=events.application,
+    is_events_path=events.handles,
+    startup=events.startup,
+    shutdown=events.shutdown,
+)

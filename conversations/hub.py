@@ -48,6 +48,11 @@ SQLITE_POLL_SECONDS = 0.5
 # in a burst (every client of a restarted instance reconnecting) queue for
 # them; a 503 would make EventSource give up for good, so the wait is long.
 POOL_WAIT_SECONDS = 10.0
+# The catch-up queries' pool, shared by every stream of the process.
+POOL_MAX_CONNECTIONS = 2
+# What live delivery holds per process on PostgreSQL, whatever the number of
+# streams: the LISTEN connection and the catch-up pool.
+CONNECTIONS_PER_PROCESS = 1 + POOL_MAX_CONNECTIONS
 # A stream whose client reads slower than messages arrive is disconnected
 # (it resumes with Last-Event-ID) once this much waits for it while a send to
 # it is blocked, beyond what the server's socket buffers hold.
@@ -146,7 +151,7 @@ class PostgresStore:
         self.pool = psycopg_pool.AsyncConnectionPool(
             conninfo(database, options),
             min_size=1,
-            max_size=2,
+            max_size=POOL_MAX_CONNECTIONS,
             kwargs={"autocommit": True},
             open=False,
         )

@@ -172,7 +172,8 @@ def wait_for_group_to_exit(process: subprocess.Popen, timeout: float) -> None:
 @dataclass
 class Answer:
     status: int
-    headers: dict[str, str]
+    # Names are case-insensitive, as in HTTP: uvicorn sends them in lower case.
+    headers: http.client.HTTPMessage
     body: bytes
 
     def json(self) -> Any:
@@ -183,6 +184,8 @@ class Answer:
 class LiveServer:
     host: str
     port: int
+    # The web process, leader of the server's process group (None when not ours to signal).
+    process: subprocess.Popen | None = None
 
     def request(
         self,
@@ -203,7 +206,7 @@ class LiveServer:
         try:
             conn.request(method, path, body=payload, headers=headers, encode_chunked=chunked)
             response = conn.getresponse()
-            return Answer(response.status, dict(response.getheaders()), response.read())
+            return Answer(response.status, response.headers, response.read())
         finally:
             conn.close()
 
@@ -217,6 +220,6 @@ def live_server(env: dict[str, str], log: Path) -> Iterator[LiveServer]:
     process = spawn(web_command(port), env, log)
     try:
         wait_until_answering(port, process, log)
-        yield LiveServer(HOST, port)
+        yield LiveServer(HOST, port, process)
     finally:
         stop(process)

@@ -170,3 +170,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             pytest.mark.django_db(*marker.args, **marker.kwargs, databases=["default", *replicas]),
             append=False,
         )
+
+
+@pytest.fixture(scope="module")
+def fresh_database_url(tmp_path_factory, django_db_blocker):
+    """A new, empty database for the module's live servers (harness/processes.py), dropped after it."""
+    from harness.databases import fresh_database
+
+    with django_db_blocker.unblock(), fresh_database(tmp_path_factory.mktemp("db")) as url:
+        yield url

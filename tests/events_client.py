@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import http.client
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import uvicorn
 
-from harness.processes import PROJECT, LiveServer, free_port, release
+from harness.processes import LiveServer, free_port
 
 
 @dataclass
@@ -130,35 +125,3 @@ def wait_until(condition, timeout: float = 5.0, what: str = "the condition") -> 
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
-
-
-@contextmanager
-def asgi_live_server(env: dict[str, str], log: Path, workers: int = 2) -> Iterator[LiveServer]:
-    """The release step, then chatproject.asgi under uvicorn with ``workers`` processes."""
-    port = free_port()
-    release(env)
-    command = [
-        sys.executable, "-m", "uvicorn", "chatproject.asgi:application",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--timeout-graceful-shutdown", "2", "--log-level", "warning",
-    ]  # fmt: skip
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=PROJECT, env=env, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    server = LiveServer("127.0.0.1", port)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                server.request("GET", "/healthz")
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not start:\n{log.read_text()}") from None
-                time.sleep(0.2)
-        yield server
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)

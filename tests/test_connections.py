@@ -1,11 +1,13 @@
 """Persistent connections: each is tested before a request reuses it, without a round trip."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 from django.db import OperationalError, connection, connections
 
+from conversations.hub import CONNECTIONS_PER_PROCESS
 from harness.databases import fresh_database
 from harness.processes import live_server, server_environment
 from tests.conftest import postgresql_only
@@ -80,8 +82,10 @@ def test_after_the_server_ends_every_connection_the_next_requests_are_answered(
     # dead connection (a 503), however healthy the server is again.
     name = database_url.rsplit("/", 1)[1]
     with live_server(server_environment(database_url), tmp_path / "gunicorn.log") as server:
-        for n in range(16):
-            server.request("GET", f"/conversations/warm-{n}")
+        # At once, so that both workers and several of their threads open a
+        # connection: one after another they may all reuse a single thread's.
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: server.request("GET", f"/conversations/warm-{n}"), range(32)))
         with server_connection() as admin:
             ended = admin.execute(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) "
@@ -93,6 +97,32 @@ def test_after_the_server_ends_every_connection_the_next_requests_are_answered(
 
     assert ended >= 2
     assert answers == [200] * 32
+
+
+def test_many_clients_at_once_open_no_more_connections_than_workers_times_threads(
+    database_url, tmp_path
+):
+    name = database_url.rsplit("/", 1)[1]
+    env = server_environment(database_url, WEB_CONCURRENCY="2", GUNICORN_THREADS="3")
+    with live_server(env, tmp_path / "gunicorn.log") as server:
+
+        def client(number: int) -> list[int]:
+            message = {"sender": f"c{number}", "conversation_id": "crowd", "message": "hi"}
+            return [server.request("POST", "/messages/", message).status for _ in range(3)] + [
+                server.request("GET", "/conversations/crowd").status for _ in range(3)
+            ]
+
+        with ThreadPoolExecutor(64) as pool:
+            statuses = [status for result in pool.map(client, range(64)) for status in result]
+        with server_connection() as admin:
+            opened = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]
+            ).fetchone()[0]
+
+    assert statuses == [201, 201, 201, 200, 200, 200] * 64
+    # Each worker's threads, plus what its live delivery holds (LISTEN and the
+    # catch-up pool), however many clients came.
+    assert 2 <= opened <= 2 * (3 + CONNECTIONS_PER_PROCESS)
 
 
 def test_each_connection_carries_the_statement_and_lock_timeouts(own_connection):

@@ -41,7 +41,8 @@ CLIENT_PATIENCE = 20
 @dataclass
 class Timed:
     status: int
-    headers: dict[str, str]
+    # Names are case-insensitive, as in HTTP: uvicorn sends them in lower case.
+    headers: http.client.HTTPMessage
     body: bytes
     seconds: float
 
@@ -59,7 +60,7 @@ def timed_request(port: int, method: str, path: str, body: dict | None = None) -
         response = conn.getresponse()
         return Timed(
             response.status,
-            dict(response.getheaders()),
+            response.headers,
             response.read(),
             time.monotonic() - started,
         )

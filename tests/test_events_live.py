@@ -12,9 +12,9 @@ import pytest
 
 from harness.databases import ThrowawayPostgres as Postgres
 from harness.databases import fresh_database, postgres_bindir, postgres_unavailable
-from harness.processes import LiveServer, server_environment
+from harness.processes import LiveServer, live_server, server_environment
 from tests.conftest import message, postgresql_only
-from tests.events_client import EventStream, asgi_live_server
+from tests.events_client import EventStream
 
 pytestmark = postgresql_only("NOTIFY and LISTEN are PostgreSQL's")
 
@@ -27,11 +27,11 @@ def post(server: LiveServer, conversation_id: str, text: str = "hello") -> int:
 
 @pytest.fixture(scope="module")
 def two_instances(tmp_path_factory):
-    """Two instances of the service, two worker processes each, on one database."""
+    """Two instances of the Procfile's web process, two workers each, on one database."""
     root = tmp_path_factory.mktemp("events-live")
     with fresh_database(root) as url:
-        env = server_environment(url)
-        with asgi_live_server(env, root / "a.log") as a, asgi_live_server(env, root / "b.log") as b:
+        env = server_environment(url, WEB_CONCURRENCY="2")
+        with live_server(env, root / "a.log") as a, live_server(env, root / "b.log") as b:
             yield a, b
 
 
@@ -100,8 +100,8 @@ def restart_under_a_stream(tmp_path: Path) -> None:
     database = Postgres(postgres_bindir(), tmp_path)
     try:
         database.create()
-        env = server_environment(database.url, EVENTS_HEARTBEAT_SECONDS="1")
-        with asgi_live_server(env, tmp_path / "server.log", workers=1) as server:
+        env = server_environment(database.url, EVENTS_HEARTBEAT_SECONDS="1", WEB_CONCURRENCY="1")
+        with live_server(env, tmp_path / "server.log") as server:
             stream = EventStream(server, "/conversations/tea-room/events?last_event_id=0")
             before = [post(server, "tea-room", f"before {n}") for n in range(2)]
             assert stream.message_ids(2) == before
