@@ -55,6 +55,10 @@ from harness.databases import postgres_bindir, postgres_unavailable
 from harness.processes import HOST, free_port, release, server_environment
 
 POOL_SIZE = 4
+INSTANCES, WORKERS = 2, 2
+# conversations/hub.py's application_name for a worker's LISTEN connection:
+# direct to the primary by design, so outside the pool's bound.
+LISTEN_CONNECTION = "chat live events LISTEN"
 CLIENTS = 8
 # Two clients share each conversation, so a page holds the other's messages too.
 CONVERSATIONS = 4
@@ -430,6 +434,7 @@ def replica_commits(replica: Replica, bouncer: PgBouncer | None, resume: bool = 
 @dataclass
 class Samples:
     connections: dict[str, int] = field(default_factory=dict)
+    listening: dict[str, int] = field(default_factory=dict)
     lag: list[tuple[float, float]] = field(default_factory=list)
 
 
@@ -440,11 +445,15 @@ def sampler(servers: dict[str, Postgres], samples: Samples, stop: threading.Even
         for name, server in servers.items():
             try:
                 admin = admins.get(name) or admins.setdefault(name, admin_connection(server))
-                count = admin.execute(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = 'chat' AND backend_type = 'client backend'"
-                ).fetchone()[0]
-                samples.connections[name] = max(samples.connections.get(name, 0), count)
+                pooled, listening = admin.execute(
+                    "SELECT count(*) FILTER (WHERE application_name <> %(listen)s), "
+                    "count(*) FILTER (WHERE application_name = %(listen)s) "
+                    "FROM pg_stat_activity "
+                    "WHERE datname = 'chat' AND backend_type = 'client backend'",
+                    {"listen": LISTEN_CONNECTION},
+                ).fetchone()
+                samples.connections[name] = max(samples.connections.get(name, 0), pooled)
+                samples.listening[name] = max(samples.listening.get(name, 0), listening)
             except psycopg.Error:
                 # The replica is down for a moment: nothing to count there.
                 admins.pop(name, None)
@@ -527,7 +536,7 @@ def web_environment(primary: Postgres, bouncers: dict[str, PgBouncer], ignore_to
         # counted in Redis by both instances.
         RATE_LIMIT_POST="1000000/min",
         RATE_LIMIT_GET="1000000/min",
-        WEB_CONCURRENCY="2",
+        WEB_CONCURRENCY=str(WORKERS),
     )
 
 
@@ -661,6 +670,7 @@ def check(
         replica_served_while_paused=len(served_paused),
         replica_served_past_token_while_paused=len(past_token),
         max_server_connections=samples.connections,
+        max_listen_connections=samples.listening,
         reads_overlapping_replica_down=len(while_down),
         slowest_read_while_replica_down_ms=round(max(while_down, default=0.0) * 1000, 1),
     )
@@ -693,6 +703,13 @@ def check(
     for server, count in samples.connections.items():
         if count > POOL_SIZE:
             failures.append(f"{count} server connections on the {server}, pool is {POOL_SIZE}")
+    # One LISTEN per worker, on the primary only; none seen would mean the
+    # name above no longer matches the one the hub gives it.
+    listening = samples.listening.get("primary", 0)
+    if not 1 <= listening <= INSTANCES * WORKERS or samples.listening.get("replica", 0):
+        failures.append(
+            f"LISTEN connections {samples.listening}: one per worker on the primary expected"
+        )
     if not timeline.paused or not timeline.down:
         failures.append("the nemesis did not pause and stop the replica")
 

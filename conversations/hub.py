@@ -53,6 +53,7 @@ POOL_MAX_CONNECTIONS = 2
 # What live delivery holds per process on PostgreSQL, whatever the number of
 # streams: the LISTEN connection and the catch-up pool.
 CONNECTIONS_PER_PROCESS = 1 + POOL_MAX_CONNECTIONS
+LISTEN_APPLICATION_NAME = "chat live events LISTEN"
 # A stream whose client reads slower than messages arrive is disconnected
 # (it resumes with Last-Event-ID) once this much waits for it while a send to
 # it is blocked, beyond what the server's socket buffers hold.
@@ -147,7 +148,9 @@ class PostgresStore:
             direct = dj_database_url.parse(settings.DATABASE_DIRECT_URL)
         # The API's connect timeout and server-side timeouts, for both.
         options = database.get("OPTIONS", {})
-        self.listen_conninfo = conninfo(direct, options)
+        # Named apart: it is a direct connection, outside any pooler's count
+        # (bench/scale.py tells it from the pooled ones by this name).
+        self.listen_conninfo = conninfo(direct, options, LISTEN_APPLICATION_NAME)
         self.pool = psycopg_pool.AsyncConnectionPool(
             conninfo(database, options),
             min_size=1,
@@ -249,8 +252,13 @@ async def sent(streams: list[Stream], timeout: float) -> None:
         await asyncio.sleep(DRAIN_POLL_SECONDS)
 
 
-def conninfo(database: dict[str, Any], options: dict[str, Any]) -> str:
-    """A psycopg connection string from a Django DATABASES entry and the API's OPTIONS."""
+def conninfo(
+    database: dict[str, Any], options: dict[str, Any], name: str = "chat live events"
+) -> str:
+    """A psycopg connection string from a Django DATABASES entry and the API's OPTIONS.
+
+    ``name`` is the application_name an operator sees in pg_stat_activity.
+    """
     return make_conninfo(
         "",
         connect_timeout=options.get("connect_timeout"),
@@ -260,7 +268,7 @@ def conninfo(database: dict[str, Any], options: dict[str, Any]) -> str:
         password=database.get("PASSWORD") or None,
         host=database.get("HOST") or None,
         port=database.get("PORT") or None,
-        application_name="chat live events",
+        application_name=name,
         # A server that vanishes without closing the socket is noticed.
         keepalives=1,
         keepalives_idle=10,
