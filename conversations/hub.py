@@ -53,7 +53,9 @@ POOL_MAX_CONNECTIONS = 2
 # What live delivery holds per process on PostgreSQL, whatever the number of
 # streams: the LISTEN connection and the catch-up pool.
 CONNECTIONS_PER_PROCESS = 1 + POOL_MAX_CONNECTIONS
-LISTEN_APPLICATION_NAME = "chat live events LISTEN"
+# The application_name an operator sees in pg_stat_activity.
+APPLICATION_NAME = "chat live events"
+LISTEN_APPLICATION_NAME = f"{APPLICATION_NAME} LISTEN"
 # A stream whose client reads slower than messages arrive is disconnected
 # (it resumes with Last-Event-ID) once this much waits for it while a send to
 # it is blocked, beyond what the server's socket buffers hold.
@@ -253,12 +255,9 @@ async def sent(streams: list[Stream], timeout: float) -> None:
 
 
 def conninfo(
-    database: dict[str, Any], options: dict[str, Any], name: str = "chat live events"
+    database: dict[str, Any], options: dict[str, Any], name: str = APPLICATION_NAME
 ) -> str:
-    """A psycopg connection string from a Django DATABASES entry and the API's OPTIONS.
-
-    ``name`` is the application_name an operator sees in pg_stat_activity.
-    """
+    """A psycopg connection string from a Django DATABASES entry and the API's OPTIONS."""
     return make_conninfo(
         "",
         connect_timeout=options.get("connect_timeout"),

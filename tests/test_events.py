@@ -14,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from chatproject.replicas import replicas_configured
 from conversations import events
+from conversations.hub import APPLICATION_NAME, LISTEN_APPLICATION_NAME
 from conversations.services import EVENTS_CHANNEL, message_create
 from tests.conftest import message, postgresql_only
 from tests.events_client import EventStream, in_process_server, wait_until
@@ -464,7 +465,8 @@ def events_backends(kind: str | None = None) -> list[tuple[int, str]]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pid, query FROM pg_stat_activity "
-            "WHERE application_name = 'chat live events' AND datname = current_database()"
+            "WHERE application_name IN (%s, %s) AND datname = current_database()",
+            [APPLICATION_NAME, LISTEN_APPLICATION_NAME],
         )
         rows = cursor.fetchall()
     return [row for row in rows if kind is None or row[1].startswith(kind)]
