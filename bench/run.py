@@ -28,6 +28,11 @@ from pathlib import Path
 
 import psycopg
 
+from conversations.rules import (
+    EVENTS_APPLICATION_NAME,
+    EVENTS_CONNECTIONS_PER_PROCESS,
+    EVENTS_LISTEN_APPLICATION_NAME,
+)
 from harness.databases import create_database, database_on
 from harness.processes import (
     PROJECT,
@@ -61,6 +66,8 @@ class Server:
     command: list[str]
     port: int = 0
     process: subprocess.Popen | None = None
+    # Whether it runs live delivery, whose connections carry names of their own.
+    live_delivery: bool = False
     connections_peak: int = 0
     rss_mb: dict[int, float] = field(default_factory=dict)
 
@@ -187,10 +194,14 @@ def record_memory(server: Server) -> None:
         server.rss_mb[pid] = int(fields["VmHWM"].split()[0]) / 1024
 
 
-def connection_bound() -> int:
-    """Workers × threads, as gunicorn.conf.py sets them for the benchmark's environment."""
+def connection_bound(server: Server) -> int:
+    """Workers × threads, as gunicorn.conf.py sets them for the benchmark's environment,
+    and each worker's live delivery connections where the server runs it."""
     config = runpy.run_path(str(PROJECT / "gunicorn.conf.py"))
-    return config["workers"] * config.get("threads", 1)
+    per_worker = config.get("threads", 1)
+    if server.live_delivery:
+        per_worker += EVENTS_CONNECTIONS_PER_PROCESS
+    return config["workers"] * per_worker
 
 
 class ConnectionSampler(threading.Thread):
@@ -213,6 +224,9 @@ class ConnectionSampler(threading.Thread):
                 )
                 for server in self.servers:
                     now = counts.get(server.name, 0)
+                    if server.live_delivery:
+                        now += counts.get(EVENTS_APPLICATION_NAME, 0)
+                        now += counts.get(EVENTS_LISTEN_APPLICATION_NAME, 0)
                     server.connections_peak = max(server.connections_peak, now)
                 time.sleep(0.2)
 
@@ -431,7 +445,6 @@ def report(args, results: dict, servers: list[Server]) -> str:
             f"({ours['p50_us'] / base:.2f}× the 10-message p50) | "
             f"{bare['p50_us'] / 1000:.2f} / {bare['p99_us'] / 1000:.2f} | {bad} |"
         )
-    bound = connection_bound()
     lines += [
         "",
         "| server | worker peak RSS (MB) | PostgreSQL connections, peak (bound) |",
@@ -439,6 +452,7 @@ def report(args, results: dict, servers: list[Server]) -> str:
     ]
     for server in servers:
         rss = ", ".join(f"{mb:.0f}" for mb in server.rss_mb.values())
+        bound = connection_bound(server)
         lines.append(f"| {server.name} | {rss} | {server.connections_peak} ({bound}) |")
     return "\n".join(lines)
 
@@ -458,7 +472,7 @@ def main() -> None:
     if not args.skip_fill:
         prepare_database()
     servers = [
-        Server("service", procfile_command("web")),
+        Server("service", procfile_command("web"), live_delivery=True),
         # The ceiling is a bare WSGI application: gthread serves it, with the same threads.
         Server(
             "ceiling",

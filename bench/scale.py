@@ -50,15 +50,13 @@ from pathlib import Path
 import psycopg
 
 from bench.crash import Gunicorn, temporary_root
+from conversations.rules import EVENTS_LISTEN_APPLICATION_NAME
 from harness.databases import ThrowawayPostgres as Postgres
 from harness.databases import postgres_bindir, postgres_unavailable
 from harness.processes import HOST, free_port, release, server_environment
 
 POOL_SIZE = 4
 INSTANCES, WORKERS = 2, 2
-# conversations/hub.py's application_name for a worker's LISTEN connection:
-# direct to the primary by design, so outside the pool's bound.
-LISTEN_CONNECTION = "chat live events LISTEN"
 CLIENTS = 8
 # Two clients share each conversation, so a page holds the other's messages too.
 CONVERSATIONS = 4
@@ -450,7 +448,7 @@ def sampler(servers: dict[str, Postgres], samples: Samples, stop: threading.Even
                     "count(*) FILTER (WHERE application_name = %(listen)s) "
                     "FROM pg_stat_activity "
                     "WHERE datname = 'chat' AND backend_type = 'client backend'",
-                    {"listen": LISTEN_CONNECTION},
+                    {"listen": EVENTS_LISTEN_APPLICATION_NAME},
                 ).fetchone()
                 samples.connections[name] = max(samples.connections.get(name, 0), pooled)
                 samples.listening[name] = max(samples.listening.get(name, 0), listening)

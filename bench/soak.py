@@ -59,7 +59,7 @@ def main() -> None:
         ).fetchone()
     if not exists:
         bench.prepare_database()
-    server = bench.Server("service", procfile_command("web"))
+    server = bench.Server("service", procfile_command("web"), live_delivery=True)
     sampler = bench.ConnectionSampler([server])
     try:
         bench.start(server)
@@ -73,7 +73,7 @@ def main() -> None:
         sampler.running = False
         stop(server.process)
 
-    bound = bench.connection_bound()
+    bound = bench.connection_bound(server)
     bad = sum(n for status, n in result["statuses"].items() if not 200 <= status < 300)
     bad += result["socket_errors"]
     print(
@@ -87,7 +87,7 @@ def main() -> None:
         f"| {result['requests']:,} | {result['rps']:,.0f} | {result['p50_us'] / 1000:.1f} / "
         f"{result['p99_us'] / 1000:.1f} | {statuses} | {bad} |"
     )
-    print("\n| PostgreSQL connections, peak | bound (workers × threads) |")
+    print("\n| PostgreSQL connections, peak | bound (workers × (threads + live delivery's)) |")
     print("| ---: | ---: |")
     print(f"| {server.connections_peak} | {bound} |")
     print("\n| worker | RSS at start (MB) | RSS at end (MB) |")

@@ -35,7 +35,13 @@ from django.db import connection as django_connection
 from psycopg.conninfo import make_conninfo
 
 from .inputs import PageRequest
-from .rules import MAX_MESSAGE_ID, PAGE_LIMIT_MAX
+from .rules import (
+    EVENTS_APPLICATION_NAME,
+    EVENTS_LISTEN_APPLICATION_NAME,
+    EVENTS_POOL_MAX_CONNECTIONS,
+    MAX_MESSAGE_ID,
+    PAGE_LIMIT_MAX,
+)
 from .selectors import later_count_sql, page_cut, page_messages, page_sql
 from .services import EVENTS_CHANNEL
 
@@ -48,14 +54,6 @@ SQLITE_POLL_SECONDS = 0.5
 # in a burst (every client of a restarted instance reconnecting) queue for
 # them; a 503 would make EventSource give up for good, so the wait is long.
 POOL_WAIT_SECONDS = 10.0
-# The catch-up queries' pool, shared by every stream of the process.
-POOL_MAX_CONNECTIONS = 2
-# What live delivery holds per process on PostgreSQL, whatever the number of
-# streams: the LISTEN connection and the catch-up pool.
-CONNECTIONS_PER_PROCESS = 1 + POOL_MAX_CONNECTIONS
-# The application_name an operator sees in pg_stat_activity.
-APPLICATION_NAME = "chat live events"
-LISTEN_APPLICATION_NAME = f"{APPLICATION_NAME} LISTEN"
 # A stream whose client reads slower than messages arrive is disconnected
 # (it resumes with Last-Event-ID) once this much waits for it while a send to
 # it is blocked, beyond what the server's socket buffers hold.
@@ -152,11 +150,11 @@ class PostgresStore:
         options = database.get("OPTIONS", {})
         # Named apart: it is a direct connection, outside any pooler's count
         # (bench/scale.py tells it from the pooled ones by this name).
-        self.listen_conninfo = conninfo(direct, options, LISTEN_APPLICATION_NAME)
+        self.listen_conninfo = conninfo(direct, options, EVENTS_LISTEN_APPLICATION_NAME)
         self.pool = psycopg_pool.AsyncConnectionPool(
             conninfo(database, options),
             min_size=1,
-            max_size=POOL_MAX_CONNECTIONS,
+            max_size=EVENTS_POOL_MAX_CONNECTIONS,
             kwargs={"autocommit": True},
             open=False,
         )
@@ -255,7 +253,7 @@ async def sent(streams: list[Stream], timeout: float) -> None:
 
 
 def conninfo(
-    database: dict[str, Any], options: dict[str, Any], name: str = APPLICATION_NAME
+    database: dict[str, Any], options: dict[str, Any], name: str = EVENTS_APPLICATION_NAME
 ) -> str:
     """A psycopg connection string from a Django DATABASES entry and the API's OPTIONS."""
     return make_conninfo(

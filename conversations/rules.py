@@ -24,6 +24,15 @@ PAGE_LIMIT_MAX = 1000
 PAGE_MAX_BYTES = 1024 * 1024
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
+# Live delivery's own PostgreSQL connections in each server process, whatever
+# the number of streams (conversations/hub.py): one LISTEN connection, direct
+# to the primary, and a pool for the catch-up queries. Each carries one of
+# these application names, so that the benchmarks count them for the service.
+EVENTS_POOL_MAX_CONNECTIONS = 2
+EVENTS_CONNECTIONS_PER_PROCESS = 1 + EVENTS_POOL_MAX_CONNECTIONS
+EVENTS_APPLICATION_NAME = "chat live events"
+EVENTS_LISTEN_APPLICATION_NAME = f"{EVENTS_APPLICATION_NAME} LISTEN"
+
 # Unreserved URL characters plus ":@+", so an id is its own URL path segment;
 # and not "." or ".." alone, which a URL reads as a step along the path.
 CONVERSATION_ID_CHARACTERS = r"A-Za-z0-9._~:@+\-"

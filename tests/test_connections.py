@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from django.db import OperationalError, connection, connections
 
-from conversations.hub import CONNECTIONS_PER_PROCESS
+from conversations.rules import EVENTS_CONNECTIONS_PER_PROCESS
 from harness.databases import fresh_database
 from harness.processes import live_server, server_environment
 from tests.conftest import postgresql_only
@@ -125,7 +125,7 @@ def test_many_clients_at_once_open_no_more_connections_than_workers_times_thread
     # clients came.
     databases = 2 if "DATABASE_REPLICA_URLS" in env else 1
     assert statuses == [201, 201, 201, 200, 200, 200] * 64
-    assert 2 <= opened <= 2 * (3 * databases + CONNECTIONS_PER_PROCESS)
+    assert 2 <= opened <= 2 * (3 * databases + EVENTS_CONNECTIONS_PER_PROCESS)
 
 
 def test_each_connection_carries_the_statement_and_lock_timeouts(own_connection):

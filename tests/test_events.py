@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from chatproject.replicas import replicas_configured
 from conversations import events
-from conversations.hub import APPLICATION_NAME, LISTEN_APPLICATION_NAME
+from conversations.rules import EVENTS_APPLICATION_NAME, EVENTS_LISTEN_APPLICATION_NAME
 from conversations.services import EVENTS_CHANNEL, message_create
 from tests.conftest import message, postgresql_only
 from tests.events_client import EventStream, in_process_server, wait_until
@@ -466,7 +466,7 @@ def events_backends(kind: str | None = None) -> list[tuple[int, str]]:
         cursor.execute(
             "SELECT pid, query FROM pg_stat_activity "
             "WHERE application_name IN (%s, %s) AND datname = current_database()",
-            [APPLICATION_NAME, LISTEN_APPLICATION_NAME],
+            [EVENTS_APPLICATION_NAME, EVENTS_LISTEN_APPLICATION_NAME],
         )
         rows = cursor.fetchall()
     return [row for row in rows if kind is None or row[1].startswith(kind)]
