@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 DEV := DJANGO_DEBUG=1
 PORT ?= 8000
 
-.PHONY: run test lint format audit superuser schema seed bench soak profile crash crash-quick scale-test fuzz clean
+.PHONY: run test lint format audit superuser schema seed bench bench-live soak profile crash crash-quick scale-test fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ test: $(VENV)/.dev-installed
 # (installed from Debian's packages if missing); see docs/performance.md.
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.run
+
+# Live delivery (issue 9) against the WSGI server it replaced, on its own database
+# chat_bench_live (about 8 minutes; ARGS=--quick for a smoke run of about a minute,
+# ARGS=--ten-thousand to add 10,000 streams).
+bench-live: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.live $(ARGS)
 
 soak: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.soak
