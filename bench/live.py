@@ -50,6 +50,7 @@ import psutil
 import psycopg
 
 from bench.run import BENCH, COUNTERS, RESULTS, ensure_wrk, get_scenario
+from conversations.rules import EVENTS_CONNECTIONS_PER_PROCESS
 from harness.processes import PROJECT, free_port, procfile_command, release
 
 HOST = "127.0.0.1"
@@ -1139,7 +1140,7 @@ def targets(
     connections = [memory[n]["connections"] for n in (0, idle, busy)]
     # What the service may hold whatever the streams: each worker's threads'
     # persistent connections, its LISTEN connection and its catch-up pool (two).
-    bound = WORKERS * (GUNICORN_THREADS + 3)
+    bound = WORKERS * (GUNICORN_THREADS + EVENTS_CONNECTIONS_PER_PROCESS)
     rows = [
         (
             f"p99 delivery ≤ 100 ms at {idle:,} streams",
