@@ -3,7 +3,8 @@
 Two servers run at once on one fresh database (``chat_bench_live`` on
 127.0.0.1:5432), loopback only: the Procfile's ``web`` process with its default
 settings ("service"), and the WSGI server it replaced ("wsgi": ``gunicorn
-chatproject.wsgi`` under bench/gunicorn_gthread.conf.py). It measures, and
+chatproject.wsgi`` with gunicorn.conf.py's settings and gthread workers, as
+the ceiling of ``make bench`` runs). It measures, and
 prints as markdown tables:
 
 - delivery: streams open over 200 conversations while 50 messages a second
@@ -61,7 +62,10 @@ DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
 BENCH_APPLICATION = "bench live"
 CONVERSATIONS = 200
 PAGE_MESSAGES = 50
-WSGI_COMMAND = ["gunicorn", "chatproject.wsgi", "--config", "bench/gunicorn_gthread.conf.py"]
+# The web process before live delivery: the same settings, gthread workers.
+WSGI_COMMAND = [
+    "gunicorn", "chatproject.wsgi", "--config", "gunicorn.conf.py", "--worker-class", "gthread",
+]  # fmt: skip
 WORKERS = 2
 # Django threads per worker: gunicorn.conf.py's default, since no GUNICORN_ variable is passed on.
 GUNICORN_THREADS = 4
@@ -1038,7 +1042,7 @@ def render(args, figures: dict, descriptors: int, idle: int, busy: int, big: int
         f"{platform.python_implementation()} {platform.python_version()}, PostgreSQL on "
         f"127.0.0.1){' — QUICK smoke run, a tenth of the scale' if args.quick else ''}: the "
         f"Procfile's web process with its default settings (WEB_CONCURRENCY={WORKERS}) against "
-        f"the WSGI server it replaced (bench/gunicorn_gthread.conf.py), both up at once; "
+        f"the WSGI server it replaced (gthread workers, the same gunicorn.conf.py), both up at once; "
         f"{args.rate} messages/s posted to {CONVERSATIONS} conversations for {args.window:.0f} s "
         f"per delivery window; wrk 32 connections, {args.api_seconds:.0f} s per API run after "
         f"{args.warmup:.0f} s warm-up, median of {args.runs}; {args.clients} stream client "
