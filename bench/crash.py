@@ -26,23 +26,25 @@ import itertools
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
 
-from harness.databases import ThrowawayPostgres, postgres_bindir, postgres_unavailable
+from harness.databases import (
+    ThrowawayPostgres,
+    postgres_bindir,
+    postgres_unavailable,
+    temporary_root,
+)
 from harness.processes import (
     HOST,
     children,
@@ -462,18 +464,6 @@ def server_log_errors(log_path: Path) -> list[str]:
 
 
 # -- the run ---------------------------------------------------------------
-
-
-@contextmanager
-def temporary_root(keep: bool) -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="chat-crash-"))
-    try:
-        yield root
-    finally:
-        if keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def run(args: argparse.Namespace) -> int:

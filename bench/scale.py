@@ -37,26 +37,37 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import psycopg
 
-from bench.crash import Gunicorn, temporary_root
+from bench.crash import Gunicorn
 from conversations.rules import EVENTS_LISTEN_APPLICATION_NAME
 from harness.databases import ThrowawayPostgres as Postgres
-from harness.databases import postgres_bindir, postgres_unavailable
-from harness.processes import HOST, free_port, release, server_environment
+from harness.databases import postgres_bindir, temporary_root
+from harness.processes import HOST, release
+from harness.topology import (
+    INSTANCES,
+    POOL_SIZE,
+    WORKERS,
+    PgBouncer,
+    Primary,
+    Replica,
+    admin_connection,
+    install_pgbouncer,
+    lsn,
+    replica_transactions,
+    topology_up,
+    unavailable,
+    web_environment,
+)
 
-POOL_SIZE = 4
-INSTANCES, WORKERS = 2, 2
 CLIENTS = 8
 # Two clients share each conversation, so a page holds the other's messages too.
 CONVERSATIONS = 4
@@ -64,31 +75,8 @@ PAUSE_EVERY, PAUSE_FOR = 3.0, 1.5
 # The replica is stopped in this cycle's replaying half, for about this long.
 STOP_CYCLE, STOP_FOR = 1, 1.0
 REQUEST_TIMEOUT = 15.0
-REDIS_URL = "redis://127.0.0.1:6379/12"
 TOKEN = "Consistency-Token"
 EXIT_FAILED, EXIT_SETUP_FAILED = 1, 2
-
-
-def pgbouncer_unavailable() -> str | None:
-    if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").is_file():
-        return None
-    return "Debian's pgbouncer is not installed (apt-get install pgbouncer)"
-
-
-def install_pgbouncer() -> None:
-    """As bin/install-chromium does for the browser: Debian's package, as root, if missing."""
-    if pgbouncer_unavailable() is None or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", "pgbouncer"],
-        capture_output=True,
-        timeout=600,
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-    )
-
-
-def unavailable() -> str | None:
-    return postgres_unavailable() or pgbouncer_unavailable()
 
 
 def now_text() -> str:
@@ -97,147 +85,6 @@ def now_text() -> str:
 
 def say(text: str) -> None:
     print(f"[{now_text()}] {text}", flush=True)
-
-
-# -- the topology ------------------------------------------------------------
-
-
-class Primary(Postgres):
-    """initdb's defaults already stream WAL to replicas (wal_level replica, 10 senders)."""
-
-    def create(self) -> None:
-        super().create()
-        # The service's time zone: neither Django nor PgBouncer then sets it on
-        # each new connection, so every transaction in the replica's
-        # pg_stat_database is a read the service ran there.
-        with admin_connection(self) as admin:
-            admin.execute("ALTER SYSTEM SET timezone = 'UTC'")
-            admin.execute("SELECT pg_reload_conf()")
-            # PgBouncer 1.18 refuses the timeouts in the startup packet
-            # (DJANGO_DB_SERVER_TIMEOUTS=off): the role carries them instead.
-            admin.execute("ALTER ROLE postgres SET statement_timeout = '5s'")
-            admin.execute("ALTER ROLE postgres SET lock_timeout = '2s'")
-
-    def append_conf(self, text: str) -> None:
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(text)
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
-
-
-class Replica(Primary):
-    """A hot standby streaming from the primary, logging every statement with its time."""
-
-    def create_from(self, primary: Postgres) -> None:
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-        self._run(
-            "pg_basebackup", "-h", HOST, "-p", str(primary.port), "-U", "postgres",
-            "-D", str(self.data), "-R", "-X", "stream", "--checkpoint=fast", "--no-sync",
-        )  # fmt: skip
-        self.append_conf(
-            f"port = {self.port}\n"
-            f"unix_socket_directories = '{self.root}'\n"
-            "hot_standby = on\n"
-            # Each replica transaction's token check, its parameter, and its
-            # COMMIT or ROLLBACK: the record of which reads the replica served.
-            "log_statement = 'all'\n"
-            "log_timezone = 'UTC'\n"
-            "log_line_prefix = '%m [%p] '\n"
-        )
-        self.start()
-
-
-class PgBouncer:
-    """Debian's pgbouncer in transaction mode in front of one server, on a free port."""
-
-    def __init__(self, root: Path, name: str, server: Postgres, query_wait: float) -> None:
-        self.root = root / name
-        self.root.mkdir()
-        self.port = free_port()
-        self.server = server
-        self.url = f"postgres://postgres@{HOST}:{self.port}/chat"
-        self.process: subprocess.Popen | None = None
-        ini = self.root / "pgbouncer.ini"
-        (self.root / "userlist.txt").write_text('"postgres" ""\n')
-        ini.write_text(
-            "[databases]\n"
-            f"chat = host={HOST} port={server.port} dbname=chat\n"
-            "[pgbouncer]\n"
-            f"listen_addr = {HOST}\nlisten_port = {self.port}\nunix_socket_dir =\n"
-            f"auth_type = trust\nauth_file = {self.root / 'userlist.txt'}\n"
-            "admin_users = postgres\n"
-            "pool_mode = transaction\n"
-            f"default_pool_size = {POOL_SIZE}\nmin_pool_size = 0\nreserve_pool_size = 0\n"
-            "max_client_conn = 200\n"
-            # As deploy/pgbouncer.ini: a server that is down fails a query
-            # promptly instead of holding it for two minutes.
-            "server_connect_timeout = 1\nserver_login_retry = 1\n"
-            f"query_wait_timeout = {query_wait}\n"
-            f"logfile = {self.root / 'pgbouncer.log'}\n"
-            f"pidfile = {self.root / 'pgbouncer.pid'}\n"
-        )
-        if os.geteuid() == 0:
-            for path in (self.root, *self.root.iterdir()):
-                shutil.chown(path, "postgres", "postgres")
-
-    def start(self) -> None:
-        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-        command = [binary, str(self.root / "pgbouncer.ini")]
-        if os.geteuid() == 0:
-            # PgBouncer refuses to run as root.
-            command = ["runuser", "-u", "postgres", "--", *command]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=2) as probe:
-                    probe.execute("SELECT 1")
-                return
-            except psycopg.Error:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"pgbouncer did not start; see {self.root}") from None
-                time.sleep(0.1)
-
-    def admin(self, command: str) -> None:
-        url = f"postgres://postgres@{HOST}:{self.port}/pgbouncer"
-        with psycopg.connect(url, autocommit=True, prepare_threshold=None) as console:
-            console.execute(command, prepare=False)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            self.process.wait(timeout=30)
-
-
-def topology_up(
-    bindir: Path, root: Path, cleanup: ExitStack
-) -> tuple[Primary, Replica, dict[str, PgBouncer]]:
-    """The primary, its streaming replica, and a PgBouncer in front of each; stopped by cleanup."""
-    primary = Primary(bindir, root / "primary")
-    replica = Replica(bindir, root / "replica")
-    for server in (primary, replica):
-        server.root.mkdir()
-        cleanup.callback(server.destroy)
-    primary.create()
-    replica.create_from(primary)
-    bouncers = {
-        "primary": PgBouncer(root, "pgbouncer-primary", primary, query_wait=5),
-        # A read that would wait longer for the replica is the primary's.
-        "replica": PgBouncer(root, "pgbouncer-replica", replica, query_wait=0.5),
-    }
-    for bouncer in bouncers.values():
-        cleanup.callback(bouncer.stop)
-        bouncer.start()
-    return primary, replica, bouncers
-
-
-def admin_connection(server: Postgres) -> psycopg.Connection:
-    """A connection to the server's ``postgres`` database: its activity is not the service's."""
-    return psycopg.connect(server.url_of("postgres"), autocommit=True)
 
 
 # -- what the clients saw ------------------------------------------------------
@@ -469,49 +316,6 @@ def sampler(servers: dict[str, Postgres], samples: Samples, stop: threading.Even
         admin.close()
 
 
-# -- the replica's statement log ------------------------------------------------
-
-_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[(\d+)\] (LOG|DETAIL):  (.*)$")
-
-
-@dataclass
-class ServedRead:
-    at: float
-    token: str | None
-    committed: bool
-
-
-def lsn(text: str) -> int:
-    high, low = text.split("/")
-    return int(high, 16) << 32 | int(low, 16)
-
-
-def replica_transactions(log: Path) -> list[ServedRead]:
-    """Every replica transaction the service ran: when it checked, which token, how it ended."""
-    open_checks: dict[str, ServedRead] = {}
-    awaiting_parameter: dict[str, ServedRead] = {}
-    done: list[ServedRead] = []
-    for line in log.read_text(errors="replace").splitlines():
-        match = _LINE.match(line)
-        if not match:
-            continue
-        stamp, pid, level, text = match.groups()
-        at = datetime.strptime(stamp + "+0000", "%Y-%m-%d %H:%M:%S.%f%z").timestamp()
-        if level == "DETAIL" and pid in awaiting_parameter:
-            token = re.search(r"\$1 = '([0-9A-F]+/[0-9A-F]+)'", text)
-            awaiting_parameter.pop(pid).token = token[1] if token else None
-        elif "pg_is_in_recovery()" in text:
-            check = ServedRead(at, None, False)
-            open_checks[pid] = check
-            if "pg_last_wal_replay_lsn() >=" in text:
-                awaiting_parameter[pid] = check
-        elif text.endswith(("statement: COMMIT", "statement: ROLLBACK")) and pid in open_checks:
-            check = open_checks.pop(pid)
-            check.committed = text.endswith("COMMIT")
-            done.append(check)
-    return done
-
-
 # -- one run -------------------------------------------------------------------
 
 
@@ -519,23 +323,6 @@ def replica_transactions(log: Path) -> list[ServedRead]:
 class Verdict:
     figures: dict[str, object] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
-
-
-def web_environment(primary: Postgres, bouncers: dict[str, PgBouncer], ignore_token: bool):
-    return server_environment(
-        bouncers["primary"].url,
-        DATABASE_DIRECT_URL=primary.url,
-        DATABASE_REPLICA_URLS=bouncers["replica"].url,
-        DATABASE_PREPARED_STATEMENTS="0",
-        DJANGO_DB_SERVER_TIMEOUTS="off",
-        DATABASE_REPLICA_IGNORE_TOKEN="1" if ignore_token else "0",
-        REDIS_URL=REDIS_URL,
-        # One address, eight busy clients: limits far above what they send,
-        # counted in Redis by both instances.
-        RATE_LIMIT_POST="1000000/min",
-        RATE_LIMIT_GET="1000000/min",
-        WEB_CONCURRENCY=str(WORKERS),
-    )
 
 
 def run_once(

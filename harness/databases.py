@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -161,3 +162,16 @@ class ThrowawayPostgres:
                 self.crash()
             except RuntimeError as error:
                 print(error, file=sys.stderr)
+
+
+@contextmanager
+def temporary_root(keep: bool) -> Iterator[Path]:
+    """A directory under /tmp for throwaway servers, removed after unless ``keep``."""
+    root = Path(tempfile.mkdtemp(prefix="chat-servers-"))
+    try:
+        yield root
+    finally:
+        if keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)

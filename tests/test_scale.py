@@ -1,7 +1,7 @@
 """Read replicas behind PgBouncer: the scale test's quick run, and the rules of a replica read.
 
 Everything here runs on a primary, a streaming replica and a PgBouncer in
-front of each that the tests build themselves (bench/scale.py), never on the
+front of each that the tests build themselves (harness/topology.py), never on the
 suite's database. Which database served a read is taken from the replica's
 own statement log: each replica transaction logs its token check, with the
 token, and ends in COMMIT (it served the read) or ROLLBACK (the primary did).
@@ -23,18 +23,17 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from bench.scale import (
+from chatproject.replicas import token_lsn
+from harness.databases import postgres_bindir, temporary_root
+from harness.processes import PROJECT, LiveServer, live_server
+from harness.topology import (
     admin_connection,
     install_pgbouncer,
-    postgres_bindir,
     replica_transactions,
-    temporary_root,
     topology_up,
     unavailable,
     web_environment,
 )
-from chatproject.replicas import token_lsn
-from harness.processes import PROJECT, LiveServer, live_server
 from tests.conftest import postgresql_only
 
 if connection.vendor == "postgresql":
