@@ -155,7 +155,10 @@ class PostgresStore:
             conninfo(database, options),
             min_size=1,
             max_size=EVENTS_POOL_MAX_CONNECTIONS,
-            kwargs={"autocommit": True},
+            # As the API's connections: behind a transaction-pooling PgBouncer
+            # older than 1.21 (DATABASE_PREPARED_STATEMENTS=0) a statement
+            # prepared on one server connection is unknown on the next.
+            kwargs={"autocommit": True, "prepare_threshold": options.get("prepare_threshold", 5)},
             open=False,
         )
         self.listener: asyncio.Task | None = None

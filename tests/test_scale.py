@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -35,6 +36,7 @@ from harness.topology import (
     web_environment,
 )
 from tests.conftest import postgresql_only
+from tests.events_client import EventStream
 
 if connection.vendor == "postgresql":
     # As the browser tests' Chromium: Debian's package, installed if missing (as root).
@@ -232,6 +234,38 @@ def test_with_the_replica_down_the_primary_answers_and_the_replica_is_used_again
         time.sleep(0.2)
     assert again is not None, "the replica was not used again after it came back"
     assert posted.status == 201
+
+
+def test_live_events_reach_streams_through_pgbouncer_while_the_api_shares_its_pool(server):
+    """Behind a transaction-pooling PgBouncer (1.18: no prepared statements) the catch-up
+    queries, like the API's, may land on any server connection: none may rely on a
+    statement prepared on another."""
+    streams = [EventStream(server, f"/conversations/live-{n}/events") for n in range(2)]
+    stop = threading.Event()
+
+    def reads() -> None:
+        while not stop.is_set():
+            server.request("GET", "/conversations/live-elsewhere")
+
+    others = [threading.Thread(target=reads) for _ in range(3)]
+    for thread in others:
+        thread.start()
+    try:
+        for stream in streams:
+            stream.block()
+        posted = {n: [] for n in range(2)}
+        for number in range(80):
+            posted[number % 2].append(post(server, f"live-{number % 2}", f"m{number}").json()["id"])
+        received = [stream.message_ids(40) for stream in streams]
+    finally:
+        stop.set()
+        for thread in others:
+            thread.join()
+        for stream in streams:
+            stream.close()
+
+    assert received == [posted[0], posted[1]]
+    assert "prepared statement" not in server.log.read_text()
 
 
 def test_the_quick_scale_run_passes_and_its_negative_control_finds_stale_reads():
