@@ -35,6 +35,8 @@ THREADS = int(os.environ.get("GUNICORN_THREADS", "4"))
 # Django reads at most this much of a body (it answers 413 past it), so the
 # event loop buffers no more than one byte beyond it before handing over.
 BODY_BUFFER_BYTES = settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1
+# chatproject/health.py's liveness probe (chatproject/urls.py routes both).
+LIVENESS_PATHS = frozenset({"/healthz", "/healthz/"})
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
@@ -79,6 +81,10 @@ class Application:
         threads: int = THREADS,
     ) -> None:
         self.django = WSGIMiddleware(django, workers=threads)
+        # The liveness probe gets a thread of its own, so that it is answered at
+        # once even while every thread above waits on a stuck database; it
+        # touches no database, so this thread never holds a connection.
+        self.probes = WSGIMiddleware(django, workers=1)
         self.events = events
         self.is_events_path = is_events_path
         self.startup = startup
@@ -94,9 +100,12 @@ class Application:
         elif self.events is not None and self.is_events_path(scope["path"]):
             await self.events(scope, receive, send)
         else:
-            await self.to_django(without_underscored_headers(scope), receive, send)
+            django = self.probes if scope["path"] in LIVENESS_PATHS else self.django
+            await self.to_django(django, without_underscored_headers(scope), receive, send)
 
-    async def to_django(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def to_django(
+        self, django: WSGIMiddleware, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         body = await read_body(receive, BODY_BUFFER_BYTES)
         if body is None:
             return
@@ -109,7 +118,7 @@ class Application:
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.django(scope, replay, send)
+        await django(scope, replay, send)
 
     async def close_streams(self) -> None:
         """End every open stream at once: the server calls this as it begins to drain."""
@@ -135,6 +144,7 @@ class Application:
             elif message["type"] == "lifespan.shutdown":
                 await self.close_streams()
                 self.django.executor.shutdown(wait=False)
+                self.probes.executor.shutdown(wait=False)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

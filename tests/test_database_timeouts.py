@@ -179,8 +179,11 @@ def test_with_the_database_frozen_requests_are_a_503_healthz_answers_and_it_reco
         assert_problem(answer, 503, DATABASE_DOWN)
         assert answer.headers["Retry-After"] == "5"
         assert answer.seconds < 2 * worst + SLACK, [a.seconds for a in answers]
+    # Liveness: answered at once, though every thread that runs Django waits on
+    # the database (an orchestrator's probe gives up after a second or so and
+    # would restart a process that is alive).
     assert healthy.status == 200
-    assert healthy.seconds < 2 * worst + SLACK
+    assert healthy.seconds < 1
 
     deadline = time.monotonic() + 30
     while True:
