@@ -132,33 +132,59 @@ def wait_until(condition, timeout: float = 5.0, what: str = "the condition") -> 
         time.sleep(0.02)
 
 
-@contextmanager
-def asgi_live_server(env: dict[str, str], log: Path, workers: int = 2) -> Iterator[LiveServer]:
-    """The release step, then chatproject.asgi under uvicorn with ``workers`` processes."""
-    port = free_port()
-    release(env)
-    command = [
-        sys.executable, "-m", "uvicorn", "chatproject.asgi:application",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--timeout-graceful-shutdown", "2", "--log-level", "warning",
-    ]  # fmt: skip
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=PROJECT, env=env, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    server = LiveServer("127.0.0.1", port)
-    try:
+class AsgiServer:
+    """chatproject.asgi under uvicorn, in a process group of its own, that can be
+    stopped and started again on the same port (a restart, as clients see one)."""
+
+    def __init__(self, env: dict[str, str], log: Path, workers: int = 2, port: int | None = None):
+        self.env = env
+        self.log = log
+        self.workers = workers
+        self.server = LiveServer("127.0.0.1", port or free_port())
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", "chatproject.asgi:application",
+            "--host", self.server.host, "--port", str(self.server.port),
+            "--workers", str(self.workers),
+            "--timeout-graceful-shutdown", "2", "--log-level", "warning",
+        ]  # fmt: skip
+
+    def start(self) -> LiveServer:
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(
+                self.command(), cwd=PROJECT, env=self.env, stdout=output,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         deadline = time.monotonic() + 30
         while True:
             try:
-                server.request("GET", "/healthz")
-                break
+                self.server.request("GET", "/healthz")
+                return self.server
             except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not start:\n{log.read_text()}") from None
-                time.sleep(0.2)
-        yield server
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the server did not start:\n{self.log.read_text()}"
+                    ) from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM, as a platform stops a process, and wait for it to exit."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+@contextmanager
+def asgi_live_server(env: dict[str, str], log: Path, workers: int = 2) -> Iterator[LiveServer]:
+    """The release step, then chatproject.asgi under uvicorn with ``workers`` processes."""
+    release(env)
+    asgi = AsgiServer(env, log, workers)
+    try:
+        yield asgi.start()
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        asgi.stop()

@@ -19,7 +19,8 @@ from django.test import Client
 from api.errors import ServiceUnavailable, problem
 from harness.browser import launch_chromium, missing_chromium
 from harness.databases import fresh_database
-from harness.processes import LiveServer, live_server, manage, server_environment
+from harness.processes import LiveServer, live_server, manage, release, server_environment
+from tests.events_client import AsgiServer
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -67,12 +68,13 @@ def test_the_root_url_serves_only_reads(client: Client):
     assert client.post("/").status_code == 405
 
 
-# The browser, the server and the database live for the whole module: starting
+# The browser, the servers and the database live for the whole module: starting
 # them is most of the cost, and each test uses conversations of its own.
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, django_db_blocker) -> Iterator[LiveServer]:
+def site(tmp_path_factory, django_db_blocker) -> Iterator[dict[str, str]]:
+    """The servers' environment: a fresh, migrated and seeded database, files collected."""
     if missing_chromium():
         pytest.skip(f"needs headless Chromium: {missing_chromium()}")
     with (
@@ -83,14 +85,34 @@ def server(tmp_path_factory, django_db_blocker) -> Iterator[LiveServer]:
         # As a deploy does: with debug off, whitenoise serves collected files.
         collected = manage(env, "collectstatic", "--noinput")
         assert collected.returncode == 0, collected.stderr
-        with live_server(env, tmp_path_factory.mktemp("log") / "gunicorn.log") as running:
-            seeded = manage(env, "seed_demo")
-            assert seeded.returncode == 0, seeded.stderr
-            yield running
+        release(env)
+        seeded = manage(env, "seed_demo")
+        assert seeded.returncode == 0, seeded.stderr
+        yield env
 
 
 @pytest.fixture(scope="module")
-def browser(server):
+def server(site, tmp_path_factory) -> Iterator[LiveServer]:
+    """The Procfile's web process, gunicorn's WSGI server: it has no event stream
+    (the events path is a 404), so the page polls, as it does behind any server
+    or proxy that cannot stream."""
+    with live_server(site, tmp_path_factory.mktemp("log") / "gunicorn.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def streaming(site, tmp_path_factory) -> Iterator[LiveServer]:
+    """chatproject.asgi under uvicorn, as ``make run`` serves it: the page is live
+    on its event stream. Same database as ``server``."""
+    asgi = AsgiServer(site, tmp_path_factory.mktemp("log") / "uvicorn.log")
+    try:
+        yield asgi.start()
+    finally:
+        asgi.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(site):
     with sync_playwright() as playwright:
         chromium = launch_chromium(playwright)
         yield chromium
@@ -99,14 +121,16 @@ def browser(server):
 
 @pytest.fixture
 def person(browser, server):
-    """Opens the page as a new person (own storage); closed after the test."""
+    """Opens the page as a new person (own storage), on ``server`` unless told
+    another; closed after the test."""
     contexts = []
 
-    def open_page(viewport: dict | None = None):
-        context = browser.new_context(
-            base_url=f"http://{server.host}:{server.port}", viewport=viewport
-        )
+    def open_page(viewport: dict | None = None, on: LiveServer | None = None, init: str = ""):
+        on = on or server
+        context = browser.new_context(base_url=f"http://{on.host}:{on.port}", viewport=viewport)
         context.set_default_timeout(10_000)
+        if init:
+            context.add_init_script(init)
         contexts.append(context)
         page = context.new_page()
         page.goto("/")
@@ -117,12 +141,12 @@ def person(browser, server):
         context.close()
 
 
-def join(page, conversation: str, name: str) -> None:
+def join(page, conversation: str, name: str, connection: str = "polling") -> None:
     page.get_by_label("Conversation").fill(conversation)
     page.get_by_label("Your name").fill(name)
     page.get_by_role("button", name="Join").click()
     expect(page.locator("#joined")).to_have_text(f"{conversation} as {name} · change")
-    expect(page.locator("#connection")).to_have_text("polling")
+    expect(page.locator("#connection")).to_have_text(connection)
 
 
 def say(page, text: str) -> None:
@@ -749,24 +773,145 @@ def test_the_page_asks_for_the_event_stream_from_the_newest_message_it_loaded(se
     assert asked.value.headers["accept"] == "text/event-stream"
 
 
-@needs_chromium
-def test_where_streams_are_refused_the_page_polls_instead(server, person):
-    page = person()
-    refused = []
+# The event stream, on the ASGI server (``make run``'s): the page is live.
 
-    def no_streams(route):
-        refused.append(route.request.url)
-        route.fulfill(
-            status=503,
-            headers={"Retry-After": "1", "Content-Type": "application/problem+json"},
-            body=json.dumps(problem(503, "Too many open streams.")),
+# Notes in window.arrivedAt when a message with this text first shows.
+WATCH_FOR = """(text) => {
+  const seen = () => Array.from(document.querySelectorAll("#messages .text"))
+    .some((node) => node.textContent === text);
+  new MutationObserver((_, observer) => {
+    if (seen()) { observer.disconnect(); window.arrivedAt = Date.now(); }
+  }).observe(document.getElementById("messages"), {childList: true, subtree: true});
+}"""
+
+
+def no_polls(page, conversation: str) -> list[str]:
+    """Refuses every poll of the conversation, so that what arrives came by its stream;
+    the list of the polls tried."""
+    tried = []
+
+    def refuse(route):
+        tried.append(route.request.url)
+        route.abort("connectionrefused")
+
+    page.route(f"**/conversations/{conversation}?after=*", refuse)
+    return tried
+
+
+@needs_chromium
+def test_a_message_sent_on_one_page_reaches_the_other_over_the_stream_within_a_second(
+    streaming, person
+):
+    ada, grace = person(on=streaming), person(on=streaming)
+    join(ada, "live-room", "ada", connection="live")
+    join(grace, "live-room", "grace", connection="live")
+    polls = no_polls(grace, "live-room")
+    grace.evaluate(WATCH_FOR, "Are you there?")
+
+    with ada.expect_response("**/messages/") as posted:
+        say(ada, "Are you there?")
+    posted.value.finished()
+    timing = posted.value.request.timing
+    answered_at = timing["startTime"] + timing["responseEnd"]
+    arrived_at = grace.wait_for_function("() => window.arrivedAt").json_value()
+
+    assert posted.value.status == 201
+    assert arrived_at - answered_at < 1_000
+    assert polls == []
+    expect(grace.locator("#messages .text")).to_have_text(["Are you there?"])
+    expect(grace.locator("#messages .sender")).to_have_text(["ada"])
+    expect(grace.locator("#connection")).to_have_text("live")
+
+
+@needs_chromium
+def test_the_stream_survives_a_server_restart_and_nothing_is_lost_or_shown_twice(
+    site, server, person, tmp_path
+):
+    """A real restart: the process is stopped and started again on its port. One
+    message is posted to another instance while it is down, one to it right after
+    it is back, and one from the page while it is down, which goes by itself, with
+    its key, when the stream reconnects."""
+    restarting = AsgiServer(site, tmp_path / "uvicorn.log", workers=1)
+    live = restarting.start()
+    try:
+        post_many(live, "restart", ["before 1", "before 2"])
+        page = person(on=live)
+        join(page, "restart", "stayer", connection="live")
+        expect(page.locator("#messages .text")).to_have_text(["before 1", "before 2"])
+        keys = []
+        page.on(
+            "request", lambda r: r.method == "POST" and keys.append(r.headers["idempotency-key"])
         )
 
-    page.route("**/events?*", no_streams)
-    join(page, "no-streams", "patient")
-    expect(page.locator("#connection")).to_have_text("polling")
+        restarting.stop()
+        expect(page.locator("#connection")).to_have_text("reconnecting…", timeout=SEEN_WITHIN_MS)
+        post_many(server, "restart", ["while it was down"])
+        say(page, "mine, sent while it was down")
+        mine = page.locator("#messages li.mine")
+        expect(mine).to_contain_text("Not sent · Retry")
+        restarting.start()
+        post_many(live, "restart", ["right after"])
 
-    post_many(server, "no-streams", ["by polling"], sender="friend")
+        expect(page.locator("#connection")).to_have_text("live", timeout=SEEN_WITHIN_MS)
+        expect(mine.locator(".state")).to_have_text("Sent", timeout=SEEN_WITHIN_MS)
+        expected = ["before 1", "before 2", "while it was down", "right after"]
+        expect(page.locator("#messages li:not(.mine) .text")).to_have_text(expected)
+        say(page, "and one more")
+        expect(page.locator("#messages li.mine .state").last).to_have_text("Sent")
+
+        stored_texts = [m["message"] for m in stored(live, "restart")]
+        assert sorted(stored_texts[2:]) == sorted(
+            ["while it was down", "right after", "mine, sent while it was down", "and one more"]
+        )
+        page.wait_for_timeout(1_000)
+        shown_ids = page.locator("#messages li.message").evaluate_all(
+            "(items) => items.map((item) => Number(item.dataset.id))"
+        )
+        assert shown_ids == [m["id"] for m in stored(live, "restart")]
+        assert len(keys) >= 3 and keys[0] == keys[-2] != keys[-1]
+    finally:
+        restarting.stop()
+
+
+NO_STREAMS = {
+    "a 503": {},
+    "no EventSource in the browser": {"init": "delete window.EventSource;"},
+    "a stream that never opens": {},
+}
+
+
+@needs_chromium
+@pytest.mark.parametrize("refusal", list(NO_STREAMS))
+def test_where_streams_are_refused_the_page_polls_instead(streaming, person, refusal):
+    conversation = f"no-streams-{len(refusal)}"
+    page = person(on=streaming, **NO_STREAMS[refusal])
+    asked = []
+    held = []
+
+    def refuse(route):
+        asked.append(route.request.url)
+        if refusal == "a 503":
+            route.fulfill(
+                status=503,
+                headers={"Retry-After": "1", "Content-Type": "application/problem+json"},
+                body=json.dumps(problem(503, "Too many open streams.")),
+            )
+        else:
+            held.append(route)  # a proxy that buffers the stream: nothing comes
+
+    page.route("**/events?*", refuse)
+    polled = []
+    page.on(
+        "response",
+        lambda r: "after=" in r.url and r.status == 200 and polled.extend(r.json()["messages"]),
+    )
+    page.get_by_label("Conversation").fill(conversation)
+    page.get_by_label("Your name").fill("patient")
+    page.get_by_role("button", name="Join").click()
+    expect(page.locator("#connection")).to_have_text("polling", timeout=SEEN_WITHIN_MS + 2_000)
+
+    post_many(streaming, conversation, ["by polling"], sender="friend")
 
     expect(page.locator("#messages .text")).to_have_text(["by polling"], timeout=SEEN_WITHIN_MS)
-    assert len(refused) == 1
+    assert [m["message"] for m in polled] == ["by polling"]
+    assert len(asked) == (0 if "EventSource" in refusal else 1)
