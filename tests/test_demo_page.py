@@ -900,11 +900,8 @@ def test_where_streams_are_refused_the_page_polls_instead(streaming, person, ref
             held.append(route)  # a proxy that buffers the stream: nothing comes
 
     page.route("**/events?*", refuse)
-    polled = []
-    page.on(
-        "response",
-        lambda r: "after=" in r.url and r.status == 200 and polled.extend(r.json()["messages"]),
-    )
+    polls = []
+    page.on("response", lambda r: "after=" in r.url and r.status == 200 and polls.append(r))
     page.get_by_label("Conversation").fill(conversation)
     page.get_by_label("Your name").fill("patient")
     page.get_by_role("button", name="Join").click()
@@ -913,5 +910,61 @@ def test_where_streams_are_refused_the_page_polls_instead(streaming, person, ref
     post_many(streaming, conversation, ["by polling"], sender="friend")
 
     expect(page.locator("#messages .text")).to_have_text(["by polling"], timeout=SEEN_WITHIN_MS)
-    assert [m["message"] for m in polled] == ["by polling"]
+    assert [m["message"] for r in polls for m in r.json()["messages"]] == ["by polling"]
     assert len(asked) == (0 if "EventSource" in refusal else 1)
+
+
+@needs_chromium
+def test_a_send_whose_answer_is_lost_while_live_is_sent_again_by_itself_with_its_key(
+    streaming, person
+):
+    """The stream stays open, so no reconnect is coming to prompt a retry."""
+    page = person(on=streaming)
+    join(page, "live-flaky", "hopeful", connection="live")
+    keys = []
+    replays = []
+
+    def lose_the_first_answer(route):
+        keys.append(route.request.headers["idempotency-key"])
+        if len(keys) == 1:
+            route.fetch()
+            route.abort("connectionreset")
+        else:
+            answer = route.fetch()
+            replays.append(answer.headers.get("idempotent-replayed"))
+            route.fulfill(response=answer)
+
+    page.route("**/messages/", lose_the_first_answer)
+    say(page, "did this arrive?")
+    bubble = page.locator("#messages li.mine")
+    expect(bubble).to_contain_text("Not sent · Retry")
+
+    expect(bubble.locator(".state")).to_have_text("Sent", timeout=SEEN_WITHIN_MS)
+    assert len(keys) == 2 and keys[0] == keys[1]
+    assert replays == ["true"]
+    assert [m["message"] for m in stored(streaming, "live-flaky")] == ["did this arrive?"]
+    expect(page.locator("#messages .text")).to_have_text(["did this arrive?"])
+    expect(page.locator("#connection")).to_have_text("live")
+
+
+@needs_chromium
+def test_a_send_that_fails_offline_while_live_is_marked_and_sent_on_reconnect(streaming, person):
+    page = person(on=streaming)
+    join(page, "live-offline", "traveller", connection="live")
+    keys = []
+    page.on("request", lambda r: r.method == "POST" and keys.append(r.headers["idempotency-key"]))
+
+    page.context.set_offline(True)
+    say(page, "are you there?")
+    bubble = page.locator("#messages li", has_text="are you there?")
+    expect(bubble).to_contain_text("Not sent · Retry")
+    page.wait_for_timeout(2_500)
+    expect(bubble).to_contain_text("Not sent · Retry")
+    assert stored(streaming, "live-offline") == []
+
+    page.context.set_offline(False)
+
+    expect(bubble.locator(".state")).to_have_text("Sent", timeout=SEEN_WITHIN_MS)
+    expect(page.locator("#messages .text")).to_have_text(["are you there?"])
+    assert [m["message"] for m in stored(streaming, "live-offline")] == ["are you there?"]
+    assert len(keys) >= 2 and len(set(keys)) == 1

@@ -24,6 +24,9 @@
   // A message that failed for want of a connection is sent again by itself
   // this many times when the server answers again; then it waits for Retry.
   const AUTOMATIC_RETRIES = 3;
+  // While the stream is open no reconnect is coming to prompt that, so a
+  // failed message goes again after this long (times its tries so far).
+  const RESEND_LIVE_MS = 2000;
   const ANNOUNCED_KEPT = 5;
   const TITLE = document.title;
   // The API's field names, as the form labels call them.
@@ -434,7 +437,7 @@
       hide(connectionError);
       setConnection("live");
       // Connected again: what could not be sent goes now.
-      retryFailed(current, { automatic: true });
+      retryFailed(current, { automatic: true, reconnected: true });
     });
     source.addEventListener("message", (event) => {
       if (current.source !== source) return;
@@ -600,6 +603,7 @@
           });
         }
         announce(`Message not sent: ${error.message}`);
+        if (streamOpen(current)) scheduleResend(current);
       } else {
         // The server will refuse it again as it is: back to the composer,
         // with the reason, for the person to change.
@@ -621,10 +625,30 @@
     if (current === session) pump(current);
   }
 
-  function retryFailed(current, { automatic }) {
+  function streamOpen(current) {
+    return current.source !== null && current.source.readyState === EventSource.OPEN;
+  }
+
+  function scheduleResend(current) {
+    clearTimeout(current.resendTimer);
+    const waiting = current.outbox.filter(
+      (entry) => entry.state === "failed" && entry.automaticRetries < AUTOMATIC_RETRIES,
+    );
+    if (!waiting.length) return;
+    const tries = Math.min(...waiting.map((entry) => entry.automaticRetries));
+    current.resendTimer = setTimeout(() => {
+      if (current === session && streamOpen(current)) retryFailed(current, { automatic: true });
+    }, RESEND_LIVE_MS * (tries + 1));
+  }
+
+  // `reconnected`: the connection was lost and is back, which is worth new
+  // automatic tries however many the message had before.
+  function retryFailed(current, { automatic, reconnected = false }) {
+    if (current !== session) return;
     let any = false;
     for (const entry of current.outbox) {
       if (entry.state !== "failed") continue;
+      if (reconnected) entry.automaticRetries = 0;
       if (automatic && entry.automaticRetries >= AUTOMATIC_RETRIES) continue;
       if (automatic) entry.automaticRetries += 1;
       entry.state = "queued";
@@ -684,6 +708,7 @@
   async function join(id, name) {
     if (session) {
       clearTimeout(session.timer);
+      clearTimeout(session.resendTimer);
       closeStream(session);
     }
     const current = {
@@ -701,6 +726,7 @@
       outbox: [],
       sending: false,
       timer: null,
+      resendTimer: null,
       source: null,
       streamAgain: null,
     };
@@ -823,10 +849,16 @@
 
   document.addEventListener("visibilitychange", backInView);
   window.addEventListener("focus", backInView);
-  // The network is back: check now rather than at the next tick, which also
-  // sends whatever could not be sent.
+  // The network is back: send now whatever could not be sent, and, where
+  // there is no stream, check now rather than at the next tick.
   window.addEventListener("online", () => {
-    if (session && !session.paused && !session.source) schedulePoll(session, 0);
+    if (!session) return;
+    if (streamOpen(session)) {
+      retryFailed(session, { automatic: true, reconnected: true });
+    } else if (!session.paused && !session.source) {
+      for (const entry of session.outbox) entry.automaticRetries = 0;
+      schedulePoll(session, 0);
+    }
   });
 
   const saved = remembered();
