@@ -240,6 +240,8 @@ def test_a_double_click_on_send_posts_the_message_once(server, person):
     page.get_by_role("button", name="Send").dblclick()
 
     expect(page.locator("#messages .text")).to_have_text(["only once"])
+    # The bubble shows before the POST is answered: wait for the answer.
+    expect(page.locator("#messages li.mine .state")).to_have_text("Sent")
     assert len(posts) == 1
     assert [m["message"] for m in stored(server, "double")] == ["only once"]
 
@@ -293,6 +295,7 @@ def test_a_new_message_gets_a_new_idempotency_key(server, person):
     expect(page.locator("#messages .text")).to_have_text(["one"])
     say(page, "one")
     expect(page.locator("#messages .text")).to_have_text(["one", "one"])
+    expect(page.locator("#messages li.mine.sent")).to_have_count(2)
 
     assert len(set(keys)) == 2
 
