@@ -343,6 +343,7 @@
       for (const message of messages) {
         if (current.shown.has(message.id)) continue;
         current.shown.add(message.id);
+        if (claim(current, message)) continue;
         const item = messageItem(current, message.sender, message.message, message.created);
         insertStored(item, message.id);
         added.push(message);
@@ -364,6 +365,22 @@
       current.unread += theirs.length;
       updateTitle(current);
     }
+  }
+
+  // A message of ours whose answer was lost can arrive on the stream (or a
+  // poll) before its retry is answered: the bubble already on the page takes
+  // its place instead of a second one. The retry, with the same key, then
+  // confirms it.
+  function claim(current, message) {
+    if (message.sender !== current.name) return false;
+    const entry = current.outbox.find(
+      (e) => e.attempted && !e.claimed && e.text === message.message,
+    );
+    if (!entry) return false;
+    entry.claimed = message;
+    setCreated(entry.item, message.created);
+    insertStored(entry.item, message.id);
+    return true;
   }
 
   // ---- Reading ------------------------------------------------------------
@@ -570,6 +587,7 @@
     if (!entry) return;
     current.sending = true;
     entry.state = "sending";
+    entry.attempted = true;
     setState(entry.item, "sending");
     try {
       const { message, replayed } = await post(entry);
@@ -577,7 +595,15 @@
       current.outbox.splice(current.outbox.indexOf(entry), 1);
       let item = entry.item;
       keepingPlace(() => {
-        if (current.shown.has(message.id)) {
+        const claimed = entry.claimed;
+        if (claimed && claimed.id !== message.id) {
+          // What looked like this message was another with the same text.
+          const other = messageItem(current, claimed.sender, claimed.message, claimed.created);
+          insertStored(other, claimed.id);
+        }
+        if (claimed && claimed.id === message.id) {
+          setCreated(item, message.created);
+        } else if (current.shown.has(message.id)) {
           // A poll brought it first (its first answer was lost, say).
           item.remove();
           item = list.querySelector(`li.message[data-id="${message.id}"]`);
@@ -668,6 +694,8 @@
       body: JSON.stringify({ sender: current.name, conversation_id: current.id, message: text }),
       state: "queued",
       automaticRetries: 0,
+      attempted: false,
+      claimed: null,
       item: messageItem(current, current.name, text, new Date().toISOString()),
     };
     setState(entry.item, "sending");
