@@ -1,6 +1,8 @@
-# make run: a development server on http://127.0.0.1:8000 with SQLite (PORT=8001 picks another),
+# make run: a development server on http://127.0.0.1:8000 with SQLite (PORT=8011 picks another port),
 # under uvicorn, so that it serves the live events too; it reloads when the code changes.
-# make test: the whole suite (SQLite by default; set DATABASE_URL for PostgreSQL).
+# make superuser: an admin login (DJANGO_SUPERUSER_USERNAME, _EMAIL and _PASSWORD make it without asking).
+# make test: the whole suite (SQLite by default; set DATABASE_URL for PostgreSQL; ARGS=... for pytest).
+# make test-fast: the suite without the browser tests and the crash and fuzz runs, for everyday work.
 # make crash: the crash test (SEED=7 DURATION=60); make crash-quick: its ~10 s variant (docs/crash-test.md).
 # make scale-test: two instances, PgBouncer and a streaming replica, and its negative control.
 # make fuzz: schemathesis against gunicorn (SEED=7 EXAMPLES=400; DATABASE_URL picks the database;
@@ -11,8 +13,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEV := DJANGO_DEBUG=1
 PORT ?= 8000
+ARGS ?=
 
-.PHONY: run test lint format audit superuser schema seed bench bench-live soak profile crash crash-quick scale-test fuzz clean
+.PHONY: run port-free test test-fast lint format audit superuser schema seed bench bench-live soak profile crash crash-quick scale-test fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,22 +29,29 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(VENV)/.run-installed $@
 
-run: $(VENV)/.run-installed
+# Before any setup step, so a busy port is the first thing said, not the last.
+port-free:
+	@$(PYTHON) bin/port-free $(PORT)
+
+run: port-free $(VENV)/.run-installed
 	$(DEV) $(BIN)/python manage.py migrate --noinput
 	$(DEV) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	@echo "Demo:  http://127.0.0.1:8000/ (the chat page)"
-	@echo "API:   http://127.0.0.1:8000/conversations/1234"
-	@echo "Docs:  http://127.0.0.1:8000/api/docs/ (try every endpoint; schema at /api/schema/)"
-	@echo "Admin: http://127.0.0.1:8000/admin/ (create a login with: make superuser)"
-	@echo "Demo data: make seed, then open http://127.0.0.1:8000/admin/conversations/conversation/"
+	@echo "Demo:  http://127.0.0.1:$(PORT)/ (the chat page)"
+	@echo "API:   http://127.0.0.1:$(PORT)/conversations/1234"
+	@echo "Docs:  http://127.0.0.1:$(PORT)/api/docs/ (try every endpoint; schema at /api/schema/)"
+	@echo "Admin: http://127.0.0.1:$(PORT)/admin/ (create a login with: make superuser)"
+	@echo "Demo data: make seed, then open http://127.0.0.1:$(PORT)/admin/conversations/conversation/"
 	@echo "           (each conversation's page has JSON and CSV downloads) or"
-	@echo "           http://127.0.0.1:8000/conversations/demo-long-thread?limit=20"
-	@echo "Live:  http://127.0.0.1:8000/conversations/1234/events (new messages as they are stored)"
+	@echo "           http://127.0.0.1:$(PORT)/conversations/demo-long-thread?limit=20"
+	@echo "Live:  http://127.0.0.1:$(PORT)/conversations/1234/events (new messages as they are stored)"
 	$(DEV) $(BIN)/uvicorn chatproject.asgi:application --host 127.0.0.1 --port $(PORT) --reload \
 		--reload-dir chatproject --reload-dir conversations --reload-dir demo
 
+# Asks for a name and a password, or, with DJANGO_SUPERUSER_PASSWORD set (and
+# DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_EMAIL), asks nothing.
 superuser: $(VENV)/.run-installed
-	$(DEV) $(BIN)/python manage.py createsuperuser
+	$(DEV) $(BIN)/python manage.py migrate --noinput --verbosity 0
+	$(DEV) $(BIN)/python manage.py createsuperuser $(if $(DJANGO_SUPERUSER_PASSWORD),--noinput)
 
 # A few demo conversations; rerunning it writes nothing twice.
 seed: $(VENV)/.run-installed
@@ -53,7 +63,10 @@ schema: $(VENV)/.run-installed
 	$(DEV) $(BIN)/python manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 
 test: $(VENV)/.dev-installed
-	$(BIN)/pytest
+	$(BIN)/pytest $(ARGS)
+
+test-fast: $(VENV)/.dev-installed
+	$(BIN)/pytest -m "not browser and not slow" $(ARGS)
 
 # The benchmark and the soak run need PostgreSQL on 127.0.0.1:5432 (user postgres) and wrk
 # (installed from Debian's packages if missing); see docs/performance.md.

@@ -58,7 +58,15 @@ def json_object(request: Request) -> dict[str, Any]:
         raise LengthRequired()
     media_type = request.content_type.partition(";")[0].strip().lower()
     if media_type != BoundedJSONParser.media_type:
-        raise exceptions.UnsupportedMediaType(request.content_type or "(none)")
+        # A plain ``curl -d`` sends a form's type: say what would work.
+        came = f"came as {media_type}" if media_type else "came with no Content-Type"
+        raise exceptions.UnsupportedMediaType(
+            media_type,
+            detail=(
+                "Send the body as JSON with the header Content-Type: application/json "
+                f"(this one {came})."
+            ),
+        )
     declared_length = request.META.get("CONTENT_LENGTH") or "0"
     if declared_length.isdigit() and int(declared_length) > MAX_BODY_BYTES:
         raise RequestBodyTooLarge()

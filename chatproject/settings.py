@@ -344,6 +344,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# The admin's date and time formats (chatproject/formats/en/formats.py).
+FORMAT_MODULE_PATH = "chatproject.formats"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -25,11 +25,10 @@ class _AlreadyStored(Exception):
     """Raised inside the write transaction to roll it back on a replay."""
 
 
-def _now_to_the_millisecond() -> datetime:
+def _to_the_millisecond(when: datetime) -> datetime:
     # The API renders milliseconds; storing exactly that keeps what a client
     # sees and what the database holds the same value.
-    now = timezone.now()
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
 
 
 def _conversation_create_or_lock(cursor: CursorWrapper, conversation_id: str) -> None:
@@ -103,7 +102,12 @@ def _conversation_record(cursor: CursorWrapper, message: Message) -> None:
 
 
 def message_create(
-    *, conversation_id: str, sender: str, message: str, idempotency_key: str | None = None
+    *,
+    conversation_id: str,
+    sender: str,
+    message: str,
+    idempotency_key: str | None = None,
+    created: datetime | None = None,
 ) -> tuple[Message, bool]:
     """Store a message, creating its conversation on its first message.
 
@@ -111,6 +115,10 @@ def message_create(
     under the same ``idempotency_key`` in this conversation, with the same
     sender and text, is returned as it was and nothing new is stored. The
     same key with a different payload raises ``IdempotencyKeyReused``.
+
+    ``created`` is for demo data and imports, never for the API: the time to
+    store instead of now (to the millisecond). The caller keeps it in order
+    with the conversation's other messages.
 
     Three statements in one transaction: create-or-lock the conversation,
     insert the message, record it in the conversation. The caller sees the
@@ -128,7 +136,7 @@ def message_create(
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             _conversation_create_or_lock(cursor, conversation_id)
-            new.created = _now_to_the_millisecond()
+            new.created = _to_the_millisecond(created or timezone.now())
             new.id = _message_insert(cursor, new)
             if new.id is None:
                 raise _AlreadyStored
@@ -141,3 +149,19 @@ def message_create(
             raise IdempotencyKeyReused from None
         return stored, True
     return new, False
+
+
+def conversation_erase(*, conversation_id: str) -> int:
+    """Remove a conversation for good: its messages, their keys, and its counters.
+
+    For a person's request to have their data deleted. One transaction: the
+    conversation's row is locked first, so no message can join it half-way,
+    and either everything goes or nothing does. Returns how many messages
+    were removed; a message posted to the id afterwards starts a new
+    conversation. Raises ``Conversation.DoesNotExist`` if there is none.
+    """
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+        removed, _ = Message.objects.filter(conversation_id=conversation.pk).delete()
+        Conversation.objects.filter(pk=conversation.pk).delete()
+    return removed

@@ -52,7 +52,7 @@ def main() -> None:
             page.get_by_role("textbox", name="Message").fill("Milk first, or <tea> first?")
             page.get_by_role("button", name="Send").click()
             expect(page.locator("#messages .text")).to_have_count(3)
-            expect(page.locator("#status")).to_have_text("Sent.")
+            expect(page.locator("#messages li.mine .state").last).to_have_text("Sent")
             page.screenshot(path=OUTPUT)
             browser.close()
     print(f"Wrote {OUTPUT.relative_to(PROJECT)} ({OUTPUT.stat().st_size // 1024} KiB)")

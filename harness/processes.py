@@ -211,6 +211,28 @@ class LiveServer:
             conn.close()
 
 
+class RestartableServer:
+    """The Procfile's web process on a port of its own, that can be stopped and started
+    again on it: a restart, as its clients see one. Run the release step first."""
+
+    def __init__(self, env: dict[str, str], log: Path, command: list[str] | None = None) -> None:
+        self.port = free_port()
+        self.env = {**env, "PORT": str(self.port)}
+        self.log = log
+        self.command = command or web_command(self.port)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> LiveServer:
+        self.process = spawn(self.command, self.env, self.log)
+        wait_until_answering(self.port, self.process, self.log)
+        return LiveServer(HOST, self.port, self.process)
+
+    def stop(self) -> None:
+        """SIGTERM, as a platform stops a process, and wait until it has exited."""
+        stop(self.process)
+        self.process = None
+
+
 @contextmanager
 def live_server(env: dict[str, str], log: Path) -> Iterator[LiveServer]:
     """The release step, then the Procfile's web process on a free port until done."""

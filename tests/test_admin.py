@@ -2,6 +2,7 @@
 
 import html
 import re
+from datetime import datetime
 
 import pytest
 from django.contrib.auth.models import User
@@ -97,14 +98,16 @@ def test_the_conversation_page_shows_its_latest_messages_newest_last_and_escaped
     assert "/admin/conversations/message/?conversation__id__exact=1234" in content
 
 
-def test_the_conversation_page_shows_when_each_message_was_created_as_the_api_does(
+def test_the_conversation_page_shows_when_each_message_was_created_to_the_second(
     staff_client, chat
 ):
     content = staff_client.get("/admin/conversations/conversation/1234/change/").content.decode()
     api = staff_client.get("/conversations/1234").json()["messages"]
 
     for message in api:
-        assert f"<td>{message['created']}</td>" in content
+        created = datetime.fromisoformat(message["created"])
+        human = f"{created.day} {created:%b %Y, %H:%M:%S} UTC"
+        assert f'<time datetime="{message["created"]}">{human}</time>' in content
 
 
 def test_a_long_conversation_page_shows_a_bounded_number_in_bounded_queries(

@@ -53,7 +53,10 @@ def export_links(staff_client) -> dict[str, str]:
     content = staff_client.get(change_url).content.decode()
     return {
         label: html.unescape(href)
-        for href, label in re.findall(r'<a href="([^"]+/export/[^"]+)" download>(\w+)</a>', content)
+        for href, label in re.findall(
+            r'<a href="([^"]+/export/[^"]+)" download class="download">Download (\w+)</a>',
+            content,
+        )
     }
 
 

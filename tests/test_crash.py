@@ -13,9 +13,12 @@ import pytest
 from harness.databases import postgres_unavailable
 from harness.processes import PROJECT
 
-pytestmark = pytest.mark.skipif(
-    postgres_unavailable() is not None, reason=f"crash test: {postgres_unavailable()}"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        postgres_unavailable() is not None, reason=f"crash test: {postgres_unavailable()}"
+    ),
+]
 
 SEED = 3
 MUST_BE_ZERO = (

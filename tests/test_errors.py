@@ -65,6 +65,24 @@ def test_a_non_json_content_type_is_a_415(api, content_type):
     assert_refused(response, 415)
 
 
+def test_a_415_says_what_to_send_instead(api):
+    """``curl -d`` sends a form's content type unless told otherwise."""
+    form = "application/x-www-form-urlencoded"
+
+    assert_problem(
+        api.post_raw(json.dumps(message()), content_type=form),
+        415,
+        "Send the body as JSON with the header Content-Type: application/json "
+        "(this one came as application/x-www-form-urlencoded).",
+    )
+    assert_problem(
+        api.post_raw(json.dumps(message()), content_type=""),
+        415,
+        "Send the body as JSON with the header Content-Type: application/json "
+        "(this one came with no Content-Type).",
+    )
+
+
 def test_an_empty_body_with_a_non_json_content_type_is_a_415(api):
     assert_refused(api.post_raw(b"", content_type="text/plain"), 415)
 

@@ -10,9 +10,12 @@ import re
 import subprocess
 import sys
 
+import pytest
 from django.db import connection
 
 from harness.processes import PROJECT
+
+pytestmark = pytest.mark.slow
 
 
 def test_schemathesis_finds_no_server_error_and_no_answer_the_schema_does_not_describe():

@@ -1,9 +1,13 @@
 """On PostgreSQL, a page is one index range scan whatever the conversation's length."""
 
 import pytest
+from django.contrib import admin
+from django.contrib.auth.models import User
 from django.db import connection
 
+from conversations.admin import PARTICIPANTS_FROM_LATEST
 from conversations.inputs import PageRequest
+from conversations.models import Conversation
 from conversations.selectors import ConversationState, page_sql
 from tests.conftest import postgresql_only
 
@@ -81,3 +85,26 @@ def test_a_page_is_an_index_range_scan_and_never_a_sort(messages, conversation_i
     # The scan stops at the page: it reads about a page of rows, not the conversation.
     assert scan["Actual Rows"] <= 100
     assert scan.get("Rows Removed by Filter", 0) <= 100 * 2
+
+
+def test_the_admin_conversation_list_reads_a_few_rows_of_each_conversation(messages, rf):
+    """Participants and the last message come from index ranges of their own
+    conversation, and the id prefix search uses the id's pattern index."""
+    model_admin = admin.site._registry[Conversation]
+    request = rf.get("/admin/conversations/conversation/", {"q": "big"})
+    request.user = User(is_superuser=True, is_staff=True)
+    listed, _ = model_admin.get_search_results(request, model_admin.get_queryset(request), "b")
+    sql, params = listed.order_by(*model_admin.ordering)[:100].query.sql_with_params()
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+        (explained,) = cursor.fetchone()
+    nodes = plan_nodes(explained[0]["Plan"])
+
+    scans = {node["Relation Name"]: node for node in nodes if "Relation Name" in node}
+    assert set(scans) == {"conversations_conversation", "conversations_message"}
+    for node in nodes:
+        if node.get("Relation Name") == "conversations_message":
+            assert node["Node Type"] in {"Index Scan", "Index Only Scan"}
+            assert node["Actual Rows"] <= PARTICIPANTS_FROM_LATEST
+    assert "Seq Scan" not in {n["Node Type"] for n in nodes if n.get("Relation Name")}

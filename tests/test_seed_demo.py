@@ -5,6 +5,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.db.models import Count, Max
+from django.utils import timezone
 
 from conversations.management.commands.seed_demo import DEMO_CONVERSATIONS
 from conversations.models import Conversation, Message
@@ -79,3 +80,27 @@ def test_a_demo_conversation_someone_already_used_is_left_alone():
         Message.objects.filter(conversation_id="demo-book-club").values_list("sender", "message")
     ) == [("someone", "mine")]
     assert Message.objects.filter(conversation_id="demo-support").count() == 7
+
+
+def test_seeded_messages_are_spread_over_realistic_times_in_order():
+    seed()
+
+    for conversation_id, messages in DEMO_CONVERSATIONS.items():
+        times = list(
+            Message.objects.filter(conversation_id=conversation_id)
+            .order_by("id")
+            .values_list("created", flat=True)
+        )
+        assert len(times) == len(messages)
+        assert times == sorted(times) and len(set(times)) == len(times), conversation_id
+        assert times[-1] < timezone.now()
+        conversation = Conversation.objects.get(pk=conversation_id)
+        assert (conversation.first_message_at, conversation.last_message_at) == (
+            times[0],
+            times[-1],
+        )
+    support = Message.objects.filter(conversation_id="demo-support").order_by("id")
+    minutes = {f"{m.created:%H:%M}" for m in support}
+    assert len(minutes) == len(DEMO_CONVERSATIONS["demo-support"])
+    book_club = Message.objects.filter(conversation_id="demo-book-club")
+    assert len({m.created.date() for m in book_club}) >= 3

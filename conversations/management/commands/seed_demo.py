@@ -8,8 +8,11 @@ Messages go through ``services.message_create``, the one write path.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from conversations.models import Conversation
 from conversations.services import message_create
@@ -54,6 +57,30 @@ DEMO_CONVERSATIONS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+# When each conversation began, counted back from the seeding, and the
+# minutes from each message to the next: a support chat of yesterday, this
+# morning's standup, a book club over three evenings, a long thread over a day.
+# The book club's evenings are more than a day apart, so they fall on three
+# dates whatever the hour of the seeding.
+TIMELINE: dict[str, tuple[timedelta, list[int]]] = {
+    "demo-support": (timedelta(days=1, hours=3), [2, 4, 3, 1, 6, 2]),
+    "demo-team-standup": (timedelta(hours=5, minutes=20), [1, 1, 2, 1, 95]),
+    "demo-book-club": (timedelta(days=3, hours=2), [14, 22, 60 * 24 + 5, 3, 60 * 24 + 20]),
+    "demo-long-thread": (
+        timedelta(days=1, hours=4),
+        [(7 * n) % 11 + 1 for n in range(LONG_THREAD_LENGTH - 1)],
+    ),
+}
+
+
+def demo_times(conversation_id: str, now: datetime) -> list[datetime]:
+    started_ago, gaps = TIMELINE[conversation_id]
+    times = [now - started_ago]
+    for minutes in gaps:
+        times.append(times[-1] + timedelta(minutes=minutes, seconds=minutes * 7 % 50))
+    return times
+
+
 class Command(BaseCommand):
     help = "Fill the database with a few demo conversations; ones already there are left alone."
 
@@ -62,9 +89,15 @@ class Command(BaseCommand):
             if Conversation.objects.filter(pk=conversation_id).exists():
                 self.stdout.write(f"{conversation_id}: already there, left as it is")
                 continue
+            times = demo_times(conversation_id, timezone.now())
             with transaction.atomic():
-                for sender, text in messages:
-                    message_create(conversation_id=conversation_id, sender=sender, message=text)
+                for (sender, text), created in zip(messages, times, strict=True):
+                    message_create(
+                        conversation_id=conversation_id,
+                        sender=sender,
+                        message=text,
+                        created=created,
+                    )
             self.stdout.write(f"{conversation_id}: {len(messages)} messages written")
         self.stdout.write(
             "Browse them in the admin at /admin/conversations/conversation/ "
