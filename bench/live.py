@@ -462,6 +462,10 @@ def shard_main(pipe, port: int) -> None:
         loop = asyncio.get_running_loop()
         shard = Shard(loop, pipe, port)
         loop.add_reader(pipe.fileno(), shard.on_command)
+        # The loop (libuv) makes the descriptor non-blocking; a command or a
+        # reply larger than the socket buffer then arrives in parts, which
+        # Connection.recv cannot read: blocking again, each is read whole.
+        os.set_blocking(pipe.fileno(), True)
         watcher = loop.create_task(shard.watch_lag())
         await shard.done
         watcher.cancel()
