@@ -17,10 +17,12 @@ It then checks, from the servers' own records rather than the service's
 claims: no acknowledged message lost or stored twice (the primary's table); no
 read that lacks a message its client was acknowledged; the replica served at
 least half of the reads while it was replaying, and none whose token was past
-its replay position while paused (its statement log: every replica
-transaction's token check and whether it committed; ``pg_stat_database``
-counts the committed ones too); no 5xx; and never more server connections on
-either PostgreSQL than the pool size (``pg_stat_activity``, sampled).
+its replay position while paused (its statement log: each read it served
+starts with the conversation's counters or the message, named by its
+parameter, and the client's ledger tells which read that was and its token;
+``pg_stat_database`` counts as many statements as the log holds); no 5xx; and
+never more server connections on either PostgreSQL than the pool size
+(``pg_stat_activity``, sampled).
 
 Then it runs the negative control: the same run with the token ignored
 (``DATABASE_REPLICA_IGNORE_TOKEN=1``), which must produce stale reads, so the
@@ -55,6 +57,7 @@ from harness.processes import HOST, release
 from harness.topology import (
     INSTANCES,
     POOL_SIZE,
+    POSITION_CHECK,
     WORKERS,
     PgBouncer,
     Primary,
@@ -62,15 +65,14 @@ from harness.topology import (
     admin_connection,
     install_pgbouncer,
     lsn,
-    replica_transactions,
+    replica_reads,
+    replica_statements,
     topology_up,
     unavailable,
     web_environment,
 )
 
 CLIENTS = 8
-# Two clients share each conversation, so a page holds the other's messages too.
-CONVERSATIONS = 4
 PAUSE_EVERY, PAUSE_FOR = 3.0, 1.5
 # The replica is stopped in this cycle's replaying half, for about this long.
 STOP_CYCLE, STOP_FOR = 1, 1.0
@@ -97,6 +99,10 @@ class Read:
     ended: float
     status: int
     stale: bool
+    # What the replica's log names a read by: its conversation, or the
+    # message it asked for (GET /messages/<id>/).
+    key: str
+    token: str | None
 
 
 @dataclass
@@ -127,7 +133,9 @@ def client(
     number: int, run_id: str, ports: tuple[int, int], ledger: Ledger, stop: threading.Event
 ) -> None:
     """Post, then read the message back through the other instance, until told to stop."""
-    conversation = f"scale-{run_id}-{number % CONVERSATIONS}"
+    # A conversation of its own: its reads, one at a time, are the only ones
+    # the replica's log can name with it.
+    conversation = f"scale-{run_id}-{number}"
     writes = http.client.HTTPConnection(HOST, ports[number % 2], timeout=REQUEST_TIMEOUT)
     reads = http.client.HTTPConnection(HOST, ports[1 - number % 2], timeout=REQUEST_TIMEOUT)
     mine: list[int] = []
@@ -192,7 +200,8 @@ def client(
                 if len(ledger.stale_examples) < 3:
                     ledger.stale_examples.append(f"{path} after acknowledged id {created['id']}")
         with ledger.lock:
-            ledger.reads.append(Read(kind, started, ended, status, stale))
+            key = str(created["id"]) if kind == "message" else conversation
+            ledger.reads.append(Read(kind, started, ended, status, stale, key, token))
 
 
 # -- the nemesis and the samplers ---------------------------------------------
@@ -256,7 +265,9 @@ def nemesis(
 
 
 def replica_commits(replica: Replica, bouncer: PgBouncer | None, resume: bool = True) -> int:
-    """Transactions the service committed in the replica's ``chat`` database (``pg_stat_database``).
+    """Transactions committed in the replica's ``chat`` database (``pg_stat_database``).
+
+    The service reads a replica in autocommit: a transaction a statement.
 
     A backend reports its counts when it goes idle, at most once a second, or
     when it exits: pausing PgBouncer closes every server connection, so the
@@ -423,16 +434,37 @@ def check(
         stops=len(timeline.down),
     )
 
-    # Which reads the replica served, from its own statement log.
-    transactions = [t for t in replica_transactions(replica.log) if t.at >= timeline.started]
-    served = [t for t in transactions if t.committed]
+    # Which reads the replica served, from its own statement log; each is
+    # the client's read of that conversation or message in flight then.
+    statements = [s for s in replica_statements(replica.log) if s.at >= timeline.started]
+    served = replica_reads(statements)
+    by_key: dict[str, list[Read]] = {}
+    for read in ledger.reads:
+        by_key.setdefault(read.key, []).append(read)
+    # The log's times are whole milliseconds.
+    slack = 0.002
+    clients_reads = {
+        id(served_read): next(
+            (
+                r
+                for r in by_key.get(served_read.key, [])
+                if r.started - slack <= served_read.at <= r.ended + slack
+            ),
+            None,
+        )
+        for served_read in served
+    }
+    unattributed = [t for t in served if clients_reads[id(t)] is None]
     while_replaying = [r for r in ledger.reads if timeline.replaying((r.started + r.ended) / 2)]
     served_replaying = [t for t in served if timeline.replaying(t.at)]
     past_token = [
         t
         for t in served
         for start, end, position in timeline.paused
-        if start <= t.at < end and t.token is not None and lsn(t.token) > lsn(position)
+        if start <= t.at < end
+        and (read := clients_reads[id(t)]) is not None
+        and read.token is not None
+        and int(read.token, 16) > lsn(position)
     ]
     served_paused = [t for t in served if not timeline.replaying(t.at)]
     while_down = [
@@ -442,10 +474,13 @@ def check(
     ]
     counted = stats[1] - stats[0] + (stats[-1] - stats[2] if len(stats) == 4 else 0)
     share = len(served_replaying) / len(while_replaying) if while_replaying else 0.0
+    checks = sum(1 for s in statements if s.text.startswith(POSITION_CHECK))
     figures.update(
-        replica_transactions=len(transactions),
+        replica_statements=len(statements),
+        replica_statements_pg_stat_database=counted,
+        replica_position_checks=checks,
         replica_served=len(served),
-        replica_served_pg_stat_database=counted,
+        replica_served_unattributed=len(unattributed),
         reads_while_replaying=len(while_replaying),
         replica_served_while_replaying=len(served_replaying),
         replica_share_while_replaying=round(share, 3),
@@ -481,10 +516,13 @@ def check(
         failures.append(f"the replica served {share:.1%} of the reads while replaying, not half")
     if past_token:
         failures.append(f"the replica served {len(past_token)} reads past their token, paused")
-    if counted != len(served):
+    if counted != len(statements):
         failures.append(
-            f"pg_stat_database counts {counted} replica reads, the replica's log {len(served)}"
+            f"pg_stat_database counts {counted} statements on the replica, "
+            f"its log {len(statements)}"
         )
+    if unattributed:
+        failures.append(f"the replica's log has {len(unattributed)} reads no client was making")
     for server, count in samples.connections.items():
         if count > POOL_SIZE:
             failures.append(f"{count} server connections on the {server}, pool is {POOL_SIZE}")
@@ -546,9 +584,13 @@ def measure(
                 web.start()
                 webs.append(web)
             for kind in kinds:
-                before = replica_commits(replica, bouncers["replica"])
+                started = time.time()
                 count = load(kind, webs[0].port, seconds, tokens)
-                served = replica_commits(replica, bouncers["replica"]) - before
+                ended = time.time()
+                on_replica = [
+                    s for s in replica_statements(replica.log) if started <= s.at <= ended
+                ]
+                served = len(replica_reads(on_replica))
                 durations = sorted(
                     json.loads(line)["duration_ms"]
                     for line in webs[0].log.read_text(errors="replace").splitlines()
@@ -558,8 +600,11 @@ def measure(
                     f"{setup}: {kind} {count / seconds:.0f} req/s ({CLIENTS} clients, one "
                     f"instance), server time p50 {statistics.median(durations):.2f} ms"
                 )
-                if kind == "GET":
-                    line += f"; the replica served {served / max(1, count):.1%} of them"
+                if kind == "GET" and setup == "with the replica":
+                    line += (
+                        f"; the replica served {served / max(1, count):.1%} of them, "
+                        f"{len(on_replica) / max(1, served):.2f} statements each there"
+                    )
                 say(line)
     stop_sampler.set()
     sampling.join(timeout=10)

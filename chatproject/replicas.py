@@ -2,18 +2,23 @@
 
 Everything goes to the primary (``default``) unless ``replica_read`` sends a
 history read to a replica. A replica answers only when it is fresh enough for
-the reader, and it proves that in the same transaction that reads the page:
+the reader, which it has shown before the read's first statement runs:
 
 - a read carrying a Consistency-Token (the primary's WAL position after the
-  reader's last write) needs ``pg_last_wal_replay_lsn() >= token``;
+  reader's last write) needs the replica's replay position at or past it;
 - a read without one needs the replica's replay lag under
   ``DATABASE_REPLICA_MAX_LAG``.
 
-PostgreSQL replays WAL forward only, so a replica that has replayed past the
-token when the transaction starts has the reader's writes for all of it. A
-replica that is down, refuses, times out or errs is skipped for
-``REPLICA_RETRY_SECONDS`` and the primary answers; each kind of skip is
-logged once per ``SKIP_LOG_SECONDS`` per process, not per request.
+PostgreSQL replays WAL forward only and, in READ COMMITTED, every statement
+takes a new snapshot: a statement that starts after the replica showed a
+position sees every commit up to it. So the position is asked in a statement
+of its own, and the answer vouches for the reads of the next
+``POSITION_SECONDS`` in this process: a read the last answer covers runs its
+queries straight away, in autocommit, in as many round trips as on the
+primary (no BEGIN, no check, no COMMIT); any other asks again first, one
+round trip more. A replica that is down, refuses, times out or errs is
+skipped for ``REPLICA_RETRY_SECONDS`` and the primary answers; each kind of
+skip is logged once per ``SKIP_LOG_SECONDS`` per process, not per request.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, connections
 
 PRIMARY = "default"
 REPLICA_PREFIX = "replica"
@@ -42,6 +48,10 @@ TOKEN_COOKIE_MAX_AGE = 300
 # often the same complaint about one replica is logged.
 REPLICA_RETRY_SECONDS = 1.0
 SKIP_LOG_SECONDS = 60.0
+# How long a replica's answer about its position vouches for later reads. Far
+# shorter than a replica takes to restart: one that crashed may reopen a little
+# behind what it had shown, and by then no answer from before is trusted.
+POSITION_SECONDS = 0.01
 
 # A token is the WAL position as 16 hexadecimal digits: legal as it is in a
 # header and a cookie, and clients are told it is opaque.
@@ -83,7 +93,7 @@ def token_lsn(token: str) -> str:
     return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
 
 
-def token_parse(*values: str | None) -> str | None:
+def token_parse(*values: str | None) -> int | None:
     """The WAL position of the newest well-formed token among the values (header, cookie).
 
     None if there is none: a malformed token is ignored, and the read is then
@@ -91,10 +101,10 @@ def token_parse(*values: str | None) -> str | None:
     """
     tokens = [value.strip() for value in values if value]
     positions = [int(token, 16) for token in tokens if _TOKEN.fullmatch(token)]
-    return token_lsn(f"{max(positions):016X}") if positions else None
+    return max(positions) if positions else None
 
 
-def consistency_token(request) -> str | None:
+def consistency_token(request) -> int | None:
     """The reader's token (header or cookie), when replicas are configured and it is well-formed."""
     if not replicas_configured():
         return None
@@ -161,38 +171,77 @@ class _Skips:
 skips = _Skips()
 
 
-class _NotFresh(Exception):
-    """Raised inside the replica's transaction to end it: the primary answers."""
+@dataclass(frozen=True)
+class Position:
+    """What a replica said of itself, and when (``time.monotonic()``)."""
 
+    standby: bool
+    # Its replay position, in bytes of WAL as a token counts them.
+    replayed: int
+    # Seconds behind the primary then: 0 with all it has received replayed,
+    # else the age of the last commit it replayed; None if it has none yet.
+    lag: float | None
+    at: float
 
-def _fresh(alias: str, token: str | None) -> bool:
-    """Whether the replica has everything the reader may have seen, asked in its transaction."""
-    with connections[alias].cursor() as cursor:
+    def serves(self, token: int | None) -> bool:
         if token is not None and not settings.DATABASE_REPLICA_IGNORE_TOKEN:
-            cursor.execute(
-                "SELECT pg_is_in_recovery(), "
-                "COALESCE(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)",
-                [token],
-            )
-        else:
-            # With all it has received replayed, a replica is as fresh as its
-            # stream; otherwise its lag is the age of the last commit it replayed.
-            cursor.execute(
-                "SELECT pg_is_in_recovery(), COALESCE("
-                "pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
-                "OR now() - pg_last_xact_replay_timestamp() < make_interval(secs => %s), false)",
-                [settings.DATABASE_REPLICA_MAX_LAG],
-            )
-        standby, fresh = cursor.fetchone()
-    if not standby:
+            return self.replayed >= token
+        # The lag grows by the time since the answer, unless replay went on.
+        age = time.monotonic() - self.at
+        return self.lag is not None and self.lag + age < settings.DATABASE_REPLICA_MAX_LAG
+
+
+class _Positions:
+    """Each replica's last answer in this process (a dict write is atomic under the GIL)."""
+
+    SQL = (
+        "SELECT pg_is_in_recovery(), "
+        "COALESCE(pg_last_wal_replay_lsn() - '0/0'::pg_lsn, 0)::bigint, "
+        "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+        "ELSE EXTRACT(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
+    )
+
+    def __init__(self) -> None:
+        self._last: dict[str, Position] = {}
+
+    def recent(self, alias: str) -> Position | None:
+        position = self._last.get(alias)
+        if position is None or time.monotonic() - position.at >= POSITION_SECONDS:
+            return None
+        return position
+
+    def ask(self, alias: str) -> Position:
+        at = time.monotonic()
+        with connections[alias].cursor() as cursor:
+            cursor.execute(self.SQL)
+            standby, replayed, lag = cursor.fetchone()
+        position = Position(standby, replayed, None if lag is None else float(lag), at)
+        self._last[alias] = position
+        return position
+
+    def forget(self, alias: str) -> None:
+        self._last.pop(alias, None)
+
+
+positions = _Positions()
+
+
+def _fresh(alias: str, token: int | None) -> bool:
+    """Whether the replica has everything the reader may have seen, asking it unless just told."""
+    position = positions.recent(alias)
+    if position is not None and position.standby and position.serves(token):
+        return True
+    position = positions.ask(alias)
+    if not position.standby:
         skips.log(alias, "primary", f"replica {alias} is not a standby; the primary answers")
         return False
-    if not fresh:
+    if not position.serves(token):
         skips.log(alias, "behind", f"replica {alias} is behind; the primary answers")
-    return fresh
+        return False
+    return True
 
 
-def replica_read(read: Callable[[str], T | None], token: str | None) -> T | None:
+def replica_read(read: Callable[[str], T | None], token: int | None) -> T | None:
     """``read(alias)`` on a fresh replica, else on the primary.
 
     ``read`` takes the database alias it must use. A replica that answers
@@ -203,13 +252,11 @@ def replica_read(read: Callable[[str], T | None], token: str | None) -> T | None
     random.shuffle(aliases)
     for alias in aliases:
         try:
-            with transaction.atomic(using=alias):
-                if not _fresh(alias, token):
-                    raise _NotFresh
-                answer = read(alias)
-        except _NotFresh:
-            continue
+            if not _fresh(alias, token):
+                continue
+            answer = read(alias)
         except DatabaseError as error:
+            positions.forget(alias)
             sqlstate = getattr(error.__cause__, "sqlstate", None)
             if sqlstate is None or sqlstate.startswith(_SESSION_LOST):
                 skips.down(alias, error)

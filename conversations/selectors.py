@@ -3,8 +3,8 @@
 Every history request reads the conversation's counters (one primary-key
 lookup), answers a 304 from them or reads one page (one index range scan),
 and links the pages on either side. With read replicas configured, both
-queries run on a replica that has the reader's writes, in the transaction
-that checked it (chatproject.replicas), or else on the primary. Both
+queries run on a replica that has shown it holds the reader's writes
+(chatproject.replicas), or else on the primary. Both
 queries are plain SQL: this is the hottest path of the service, and building
 them through the ORM costs about as much as running them
 (docs/performance.md).
@@ -199,7 +199,7 @@ class HistoryRead:
     messages: list[dict] | None
 
 
-def history_read(page: PageRequest, *, if_none_match: str, token: str | None) -> HistoryRead:
+def history_read(page: PageRequest, *, if_none_match: str, token: int | None) -> HistoryRead:
     """The counters and, unless ``If-None-Match`` names them, the page, from one database.
 
     ``token`` is the reader's Consistency-Token, if it sent a well-formed one.
@@ -214,7 +214,7 @@ def history_read(page: PageRequest, *, if_none_match: str, token: str | None) ->
     return replica_read(read, token)
 
 
-def message_read(message_id: int, *, token: str | None) -> Message | None:
+def message_read(message_id: int, *, token: int | None) -> Message | None:
     """One message, or None; a replica that lacks it leaves the answer to the primary."""
 
     def read(using: str) -> Message | None:

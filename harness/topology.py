@@ -4,7 +4,7 @@ Built from the PostgreSQL server binaries and Debian's pgbouncer on free
 loopback ports, never the shared server: ``make scale-test`` (bench/scale.py)
 runs its clients and nemesis against it, and tests/test_scale.py the rules of
 a replica read. The replica logs every statement, so that which reads it
-served is read from its own record (``replica_transactions``).
+served is read from its own record (``replica_statements``, ``replica_reads``).
 """
 
 from __future__ import annotations
@@ -93,11 +93,11 @@ class Replica(Primary):
             f"port = {self.port}\n"
             f"unix_socket_directories = '{self.root}'\n"
             "hot_standby = on\n"
-            # Each replica transaction's token check, its parameter, and its
-            # COMMIT or ROLLBACK: the record of which reads the replica served.
+            # Every statement with its parameters and database: the record of
+            # which reads the replica served.
             "log_statement = 'all'\n"
             "log_timezone = 'UTC'\n"
-            "log_line_prefix = '%m [%p] '\n"
+            "log_line_prefix = '%m [%p] %d '\n"
         )
         self.start()
 
@@ -195,14 +195,36 @@ def admin_connection(server: Postgres) -> psycopg.Connection:
 
 # -- the replica's statement log ------------------------------------------------
 
-_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[(\d+)\] (LOG|DETAIL):  (.*)$")
+_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[(\d+)\] (\S*) ?(LOG|DETAIL):  (.*)$"
+)
+_STATEMENT = re.compile(r"^(?:statement|execute [^:]*): (.*)$")
+_PARAMETER = re.compile(r"\$\d+ = (?:'((?:[^']|'')*)'|NULL)")
+# The first statement of each read the service lets a replica serve: a
+# history read's counters, or one message by its id.
+_SERVED = {
+    "history": re.compile(r'FROM "conversations_conversation" WHERE id = \$1'),
+    "message": re.compile(
+        r'FROM "conversations_message" WHERE "conversations_message"\."id" = \$1'
+    ),
+}
+POSITION_CHECK = "SELECT pg_is_in_recovery()"
+
+
+@dataclass
+class Statement:
+    at: float
+    pid: str
+    text: str
+    parameters: list[str]
 
 
 @dataclass
 class ServedRead:
     at: float
-    token: str | None
-    committed: bool
+    kind: str
+    # The conversation id of a history read, the message id of a message read.
+    key: str
 
 
 def lsn(text: str) -> int:
@@ -210,30 +232,33 @@ def lsn(text: str) -> int:
     return int(high, 16) << 32 | int(low, 16)
 
 
-def replica_transactions(log: Path) -> list[ServedRead]:
-    """Every replica transaction the service ran: when it checked, which token, how it ended."""
-    open_checks: dict[str, ServedRead] = {}
-    awaiting_parameter: dict[str, ServedRead] = {}
-    done: list[ServedRead] = []
+def replica_statements(log: Path) -> list[Statement]:
+    """Every statement run in the replica's ``chat`` database, with its time and parameters."""
+    statements: list[Statement] = []
+    awaiting_parameters: dict[str, Statement] = {}
     for line in log.read_text(errors="replace").splitlines():
         match = _LINE.match(line)
-        if not match:
+        if not match or match[3] != "chat":
             continue
-        stamp, pid, level, text = match.groups()
-        at = datetime.strptime(stamp + "+0000", "%Y-%m-%d %H:%M:%S.%f%z").timestamp()
-        if level == "DETAIL" and pid in awaiting_parameter:
-            token = re.search(r"\$1 = '([0-9A-F]+/[0-9A-F]+)'", text)
-            awaiting_parameter.pop(pid).token = token[1] if token else None
-        elif "pg_is_in_recovery()" in text:
-            check = ServedRead(at, None, False)
-            open_checks[pid] = check
-            if "pg_last_wal_replay_lsn() >=" in text:
-                awaiting_parameter[pid] = check
-        elif text.endswith(("statement: COMMIT", "statement: ROLLBACK")) and pid in open_checks:
-            check = open_checks.pop(pid)
-            check.committed = text.endswith("COMMIT")
-            done.append(check)
-    return done
+        stamp, pid, _, level, text = match.groups()
+        if level == "LOG" and (statement := _STATEMENT.match(text)):
+            at = datetime.strptime(stamp + "+0000", "%Y-%m-%d %H:%M:%S.%f%z").timestamp()
+            statements.append(Statement(at, pid, statement[1], []))
+            awaiting_parameters[pid] = statements[-1]
+        elif level == "DETAIL" and text.startswith("parameters: ") and pid in awaiting_parameters:
+            values = _PARAMETER.findall(text)
+            awaiting_parameters.pop(pid).parameters = [v.replace("''", "'") for v in values]
+    return statements
+
+
+def replica_reads(statements: list[Statement]) -> list[ServedRead]:
+    """The reads the replica served: each one's first statement there."""
+    return [
+        ServedRead(statement.at, kind, statement.parameters[0])
+        for statement in statements
+        for kind, pattern in _SERVED.items()
+        if pattern.search(statement.text) and statement.parameters
+    ]
 
 
 def web_environment(primary: Postgres, bouncers: dict[str, PgBouncer], ignore_token: bool):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from chatproject.replicas import PrimaryRouter, token_parse
+from chatproject.replicas import PrimaryRouter, token_lsn, token_parse
 from harness.processes import PROJECT
 
 PRIMARY = "postgres://chat@primary.internal:6432/chat"
@@ -149,8 +149,9 @@ def test_a_malformed_token_is_no_token(malformed):
 
 
 def test_a_token_is_a_wal_position_in_any_case_and_the_newest_of_header_and_cookie_wins():
-    assert token_parse("00000016b374d848") == "16/B374D848"
-    assert token_parse("0000000003000148", "0000000100000000") == "1/0"
-    assert token_parse("FFFFFFFFFFFFFFFF", "0000000000000001") == "FFFFFFFF/FFFFFFFF"
-    assert token_parse("nonsense", "0000000000000001") == "0/1"
+    assert token_parse("00000016b374d848") == 0x16_B374D848
+    assert token_lsn("00000016B374D848") == "16/B374D848"
+    assert token_parse("0000000003000148", "0000000100000000") == 1 << 32
+    assert token_parse("FFFFFFFFFFFFFFFF", "0000000000000001") == 2**64 - 1
+    assert token_parse("nonsense", "0000000000000001") == 1
     assert token_parse(None, None) is None
