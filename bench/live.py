@@ -20,7 +20,12 @@ prints as markdown tables:
   the widgets the same box serves polling every 2 s (its idle-poll req/s × 2);
 - with ``--ten-thousand``: 10,000 streams on a restarted service whose stream
   and connection bounds are raised to hold them (still two workers): memory,
-  delivery, and the API's req/s with them open.
+  delivery, and the API's req/s with them open;
+- with ``--widgets N``: N streams the same way (memory and delivery), the
+  step that tells whether live delivery serves five times the polling widgets.
+  Each stream is a descriptor in a client and in a worker: run as root, the
+  benchmark raises its hard open-file limit to hold them, and the servers it
+  starts inherit it (gunicorn.conf.py raises the soft limit to the hard one).
 
 The stream clients are asyncio protocols over raw sockets, no task per stream,
 in ``--clients`` processes; every timestamp is ``time.monotonic()``, one
@@ -80,9 +85,16 @@ def log(message: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
-def raise_open_file_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard one (each stream is a descriptor here too)."""
+def raise_open_file_limit(wanted: int = 0) -> int:
+    """Soft RLIMIT_NOFILE up to the hard one (each stream is a descriptor here too).
+
+    As root, the hard limit too, up to ``wanted``: this process's children, the
+    servers among them, inherit it.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if os.geteuid() == 0 and hard != resource.RLIM_INFINITY and hard < wanted:
+        with open("/proc/sys/fs/nr_open") as ceiling:
+            hard = min(wanted, int(ceiling.read()))
     if hard != resource.RLIM_INFINITY and soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -918,6 +930,9 @@ def main() -> None:
     parser.add_argument(
         "--ten-thousand", action="store_true", help="then 10,000 streams (raised bounds)"
     )
+    parser.add_argument(
+        "--widgets", type=int, default=0, help="then this many streams (raised bounds)"
+    )
     parser.add_argument("--clients", type=int, default=2, help="stream client processes")
     parser.add_argument("--rate", type=int, default=50, help="messages posted per second")
     parser.add_argument("--window", type=float, default=20, help="seconds of posting per window")
@@ -934,7 +949,8 @@ def main() -> None:
     ten_thousand = 10_000 // scale
 
     RESULTS.mkdir(exist_ok=True)
-    descriptors = raise_open_file_limit()
+    # Each worker may hold every stream (their shares are uneven), as may a client.
+    descriptors = raise_open_file_limit(2 * args.widgets + 10_000)
     wrk = ensure_wrk()
     service = Server("service", procfile_command("web"))
     wsgi = Server("wsgi", WSGI_COMMAND)
@@ -1002,6 +1018,8 @@ def main() -> None:
                 figures["ten_thousand"] = measure_ten_thousand(
                     wrk, service, wsgi, admin, args, ten_thousand
                 )
+            if args.widgets:
+                figures["widgets"] = measure_widgets(service, admin, args, args.widgets)
         finally:
             if clients is not None:
                 clients.quit()
@@ -1036,6 +1054,32 @@ def measure_ten_thousand(wrk, service: Server, wsgi: Server, admin, args, total:
         "memory": [base, shot],
         "delivery": row,
         "api": api,
+        "open_file_limit": service.open_file_limit(),
+    }
+
+
+def widgets_environment(total: int) -> dict[str, str]:
+    """Bounds for ``total`` streams over two workers, whichever takes more of them."""
+    return {"EVENTS_MAX_STREAMS": str(total), "WEB_MAX_CONNECTIONS": str(total + 2000)}
+
+
+def measure_widgets(service: Server, admin, args, total: int) -> dict:
+    """``total`` streams on a service restarted with bounds for them: memory and delivery."""
+    service.stop()
+    service.overrides = widgets_environment(total)
+    service.start()
+    base = snapshot("0 (restarted)", service, admin) | {"streams": 0}
+    clients = Clients(service, max(args.clients, -(-total // 5000)))
+    try:
+        opened = open_streams(clients, total, admin)
+        shot = snapshot(f"{total:,}", service, admin) | {"streams": total}
+        row = delivery_window(f"{total:,}", clients, service, args)
+    finally:
+        clients.quit()
+    return {
+        "opened": opened,
+        "memory": [base, shot],
+        "delivery": row,
         "open_file_limit": service.open_file_limit(),
     }
 
@@ -1080,6 +1124,9 @@ def render(args, figures: dict, descriptors: int, idle: int, busy: int, big: int
     ten = figures.get("ten_thousand")
     if ten:
         rows.append(ten["delivery"])
+    widgets = figures.get("widgets")
+    if widgets:
+        rows.append(widgets["delivery"])
     live_ok = [
         row["streams"]
         for row in rows
@@ -1120,6 +1167,20 @@ def render(args, figures: dict, descriptors: int, idle: int, busy: int, big: int
             *api_table({f"{big:,} idle": api}),
             "",
         ]
+    if widgets:
+        base, shot = widgets["memory"]
+        lines += [
+            f"{shot['streams']:,} streams (`--widgets`): the service restarted with "
+            + ", ".join(f"{k}={v}" for k, v in widgets_environment(shot["streams"]).items())
+            + f" per worker, still {WORKERS} workers; open files per worker "
+            f"{widgets['open_file_limit']:,}, per client process {descriptors:,}; opened in "
+            f"{widgets['opened']['seconds']:.1f} s, statuses {widgets['opened']['statuses']}:",
+            "",
+            *delivery_table([widgets["delivery"]]),
+            "",
+            *memory_table([base, shot], base),
+            "",
+        ]
     lines += targets(figures, idle, busy, big, live_widgets, polling_widgets, live_widgets == top)
     return "\n".join(lines)
 
@@ -1130,7 +1191,7 @@ def targets(
     """Issue 9's targets, each with its figure; ``bounded``: the live capacity is a lower bound."""
     widgets: bool | str = live >= 5 * polling
     if not widgets and bounded:
-        widgets = "not shown: the largest step measured held (`--ten-thousand` measures more)"
+        widgets = "not shown: the largest step measured held (`--widgets N` measures more)"
     by_label = {row["label"]: row for row in figures["delivery"]}
     at_idle = by_label[f"{idle:,}"]
     ten = figures.get("ten_thousand")

@@ -11,15 +11,20 @@ never holds a thread.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import io
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from a2wsgi import WSGIMiddleware
+from a2wsgi.wsgi import build_environ
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
 
 from django.conf import settings  # noqa: E402
+from django.http.response import HttpResponseBase  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
 from chatproject.wsgi import application as django_application  # noqa: E402
@@ -68,6 +73,69 @@ def without_underscored_headers(scope: Scope) -> Scope:
     return {**scope, "headers": [(name, value) for name, value in headers if b"_" not in name]}
 
 
+class ThreadedWSGI:
+    """Django's WSGI application run in a bounded pool of threads, for an ASGI server.
+
+    a2wsgi's ``WSGIMiddleware`` hands every message between the thread and
+    the event loop and waits for each (the body read, the response's start,
+    each chunk, its end: four or five hand-overs a request, each waking the
+    loop and then the thread). Here the body has already arrived whole, and a
+    response held in memory (every API answer) comes back with the thread's
+    result: one hand-over each way. A streaming response (the admin's
+    exports, static files) is sent chunk by chunk from the thread, each chunk
+    waiting for the loop as in a2wsgi, so its memory stays bounded. The
+    environ is a2wsgi's.
+    """
+
+    def __init__(self, app: Callable[..., HttpResponseBase], workers: int) -> None:
+        self.app = app
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="WSGI")
+
+    async def __call__(self, scope: Scope, body: bytes, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        environ = build_environ(scope, io.BytesIO(body))
+        context = contextvars.copy_context()
+        answer = await loop.run_in_executor(
+            self.executor, context.run, self.respond, environ, loop, send
+        )
+        if answer is not None:
+            status, headers, content = answer
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+
+    def respond(
+        self, environ: dict, loop: asyncio.AbstractEventLoop, send: Send
+    ) -> tuple[int, list, bytes] | None:
+        """In a thread: the whole answer, or None once a streaming one has been sent.
+
+        Django's WSGI handler calls ``start_response`` before it returns its
+        response and never uses the ``write()`` that returns.
+        """
+        head: dict = {"type": "http.response.start"}
+
+        def start_response(status: str, headers: list, exc_info=None):
+            head["status"] = int(status.split(" ", 1)[0])
+            head["headers"] = [
+                (name.strip().encode("latin1").lower(), value.strip().encode("latin1"))
+                for name, value in headers
+            ]
+
+        def stream(message: Message) -> None:
+            asyncio.run_coroutine_threadsafe(send(message), loop).result()
+
+        response = self.app(environ, start_response)
+        try:
+            if not response.streaming:
+                return head["status"], head["headers"], b"".join(response)
+            stream(head)
+            for chunk in response:
+                stream({"type": "http.response.body", "body": chunk, "more_body": True})
+            stream({"type": "http.response.body", "body": b""})
+            return None
+        finally:
+            response.close()
+
+
 class Application:
     """Routes the events path to the events application, and the rest to Django."""
 
@@ -80,11 +148,11 @@ class Application:
         shutdown: Callable[[], Awaitable[None]] | None = None,
         threads: int = THREADS,
     ) -> None:
-        self.django = WSGIMiddleware(django, workers=threads)
+        self.django = ThreadedWSGI(django, workers=threads)
         # The liveness probe gets a thread of its own, so that it is answered at
         # once even while every thread above waits on a stuck database; it
         # touches no database, so this thread never holds a connection.
-        self.probes = WSGIMiddleware(django, workers=1)
+        self.probes = ThreadedWSGI(django, workers=1)
         self.events = events
         self.is_events_path = is_events_path
         self.startup = startup
@@ -104,21 +172,12 @@ class Application:
             await self.to_django(django, without_underscored_headers(scope), receive, send)
 
     async def to_django(
-        self, django: WSGIMiddleware, scope: Scope, receive: Receive, send: Send
+        self, django: ThreadedWSGI, scope: Scope, receive: Receive, send: Send
     ) -> None:
         body = await read_body(receive, BODY_BUFFER_BYTES)
         if body is None:
             return
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if delivered:
-                return await receive()
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await django(scope, replay, send)
+        await django(scope, body, send)
 
     async def close_streams(self) -> None:
         """End every open stream at once: the server calls this as it begins to drain."""
