@@ -21,11 +21,13 @@ prints as markdown tables:
 - with ``--ten-thousand``: 10,000 streams on a restarted service whose stream
   and connection bounds are raised to hold them (still two workers): memory,
   delivery, and the API's req/s with them open;
-- with ``--widgets N``: N streams the same way (memory and delivery), the
-  step that tells whether live delivery serves five times the polling widgets.
-  Each stream is a descriptor in a client and in a worker: run as root, the
-  benchmark raises its hard open-file limit to hold them, and the servers it
-  starts inherit it (gunicorn.conf.py raises the soft limit to the hard one).
+- with ``--widgets N[,M...]``: N streams the same way (memory and delivery),
+  then M, the steps that tell whether live delivery serves five times the
+  polling widgets.
+  Each stream is a descriptor in a client and in a worker: run as root (with
+  CAP_SYS_RESOURCE), the benchmark raises its hard open-file limit to hold
+  them, and the servers it starts inherit it (gunicorn.conf.py raises the soft
+  limit to the hard one); otherwise each worker holds at most its hard limit.
 
 The stream clients are asyncio protocols over raw sockets, no task per stream,
 in ``--clients`` processes; every timestamp is ``time.monotonic()``, one
@@ -94,7 +96,13 @@ def raise_open_file_limit(wanted: int = 0) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if os.geteuid() == 0 and hard != resource.RLIM_INFINITY and hard < wanted:
         with open("/proc/sys/fs/nr_open") as ceiling:
-            hard = min(wanted, int(ceiling.read()))
+            raised = min(wanted, int(ceiling.read()))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, raised))
+            hard = raised
+        except (ValueError, OSError):
+            # Root without CAP_SYS_RESOURCE (a container): the hard limit stays.
+            pass
     if hard != resource.RLIM_INFINITY and soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -931,7 +939,10 @@ def main() -> None:
         "--ten-thousand", action="store_true", help="then 10,000 streams (raised bounds)"
     )
     parser.add_argument(
-        "--widgets", type=int, default=0, help="then this many streams (raised bounds)"
+        "--widgets",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[],
+        help="then these many streams, a step each (a comma list; raised bounds)",
     )
     parser.add_argument("--clients", type=int, default=2, help="stream client processes")
     parser.add_argument("--rate", type=int, default=50, help="messages posted per second")
@@ -950,7 +961,7 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     # Each worker may hold every stream (their shares are uneven), as may a client.
-    descriptors = raise_open_file_limit(2 * args.widgets + 10_000)
+    descriptors = raise_open_file_limit(2 * max(args.widgets, default=0) + 10_000)
     wrk = ensure_wrk()
     service = Server("service", procfile_command("web"))
     wsgi = Server("wsgi", WSGI_COMMAND)
@@ -1015,11 +1026,18 @@ def main() -> None:
             clients = None
 
             if args.ten_thousand:
-                figures["ten_thousand"] = measure_ten_thousand(
-                    wrk, service, wsgi, admin, args, ten_thousand
+                figures["ten_thousand"] = measure_step(
+                    service,
+                    admin,
+                    args,
+                    ten_thousand,
+                    TEN_THOUSAND_ENV,
+                    api=ApiRound(wrk, [service, wsgi], admin, args),
                 )
-            if args.widgets:
-                figures["widgets"] = measure_widgets(service, admin, args, args.widgets)
+            figures["widgets"] = [
+                measure_step(service, admin, args, total, widgets_environment(total))
+                for total in args.widgets
+            ]
         finally:
             if clients is not None:
                 clients.quit()
@@ -1033,55 +1051,52 @@ def main() -> None:
     print(report)
 
 
-def measure_ten_thousand(wrk, service: Server, wsgi: Server, admin, args, total: int) -> dict:
-    """A service restarted with bounds raised for ``total`` streams; the same measurements."""
+def measure_step(
+    service: Server, admin, args, total: int, bounds: dict[str, str], api=None
+) -> dict:
+    """``total`` streams on a service restarted with ``bounds``: memory, delivery, and
+    ``api()`` (the API round) with them open, if given."""
     service.stop()
-    service.overrides = dict(TEN_THOUSAND_ENV)
+    service.overrides = dict(bounds)
     service.start()
-    for name in API_SCENARIOS:
-        wrk_run(wrk, service, admin, POST_SCRIPT if name == "post" else PAGE_SCRIPT, args.warmup)
-    base = snapshot("0 (restarted)", service, admin) | {"streams": 0}
-    clients = Clients(service, max(args.clients, 4))
-    try:
-        opened = open_streams(clients, total, admin)
-        shot = snapshot(f"{total:,}", service, admin) | {"streams": total}
-        row = delivery_window(f"{total:,}", clients, service, args)
-        api = api_round(wrk, [service, wsgi], admin, args, f"{total:,} idle streams")
-    finally:
-        clients.quit()
-    return {
-        "opened": opened,
-        "memory": [base, shot],
-        "delivery": row,
-        "api": api,
-        "open_file_limit": service.open_file_limit(),
-    }
-
-
-def widgets_environment(total: int) -> dict[str, str]:
-    """Bounds for ``total`` streams over two workers, whichever takes more of them."""
-    return {"EVENTS_MAX_STREAMS": str(total), "WEB_MAX_CONNECTIONS": str(total + 2000)}
-
-
-def measure_widgets(service: Server, admin, args, total: int) -> dict:
-    """``total`` streams on a service restarted with bounds for them: memory and delivery."""
-    service.stop()
-    service.overrides = widgets_environment(total)
-    service.start()
+    if api is not None:
+        for name in API_SCENARIOS:
+            script = POST_SCRIPT if name == "post" else PAGE_SCRIPT
+            wrk_run(api.wrk, service, admin, script, args.warmup)
     base = snapshot("0 (restarted)", service, admin) | {"streams": 0}
     clients = Clients(service, max(args.clients, -(-total // 5000)))
     try:
         opened = open_streams(clients, total, admin)
         shot = snapshot(f"{total:,}", service, admin) | {"streams": total}
-        row = delivery_window(f"{total:,}", clients, service, args)
+        step = {
+            "opened": opened,
+            "memory": [base, shot],
+            "delivery": delivery_window(f"{total:,}", clients, service, args),
+            "open_file_limit": service.open_file_limit(),
+        }
+        if api is not None:
+            step["api"] = api(f"{total:,} idle streams")
     finally:
         clients.quit()
-    return {
-        "opened": opened,
-        "memory": [base, shot],
-        "delivery": row,
-        "open_file_limit": service.open_file_limit(),
-    }
+    return step
+
+
+@dataclass
+class ApiRound:
+    """The API round against both servers, as a step runs it with its streams open."""
+
+    wrk: str
+    servers: list[Server]
+    admin: psycopg.Connection
+    args: argparse.Namespace
+
+    def __call__(self, condition: str) -> dict:
+        return api_round(self.wrk, self.servers, self.admin, self.args, condition)
+
+
+def widgets_environment(total: int) -> dict[str, str]:
+    """Bounds for ``total`` streams over two workers, whichever takes more of them."""
+    return {"EVENTS_MAX_STREAMS": str(total), "WEB_MAX_CONNECTIONS": str(total + 2000)}
 
 
 def render(args, figures: dict, descriptors: int, idle: int, busy: int, big: int) -> str:
@@ -1124,9 +1139,7 @@ def render(args, figures: dict, descriptors: int, idle: int, busy: int, big: int
     ten = figures.get("ten_thousand")
     if ten:
         rows.append(ten["delivery"])
-    widgets = figures.get("widgets")
-    if widgets:
-        rows.append(widgets["delivery"])
+    rows += [step["delivery"] for step in figures.get("widgets", [])]
     live_ok = [
         row["streams"]
         for row in rows
@@ -1167,16 +1180,16 @@ def render(args, figures: dict, descriptors: int, idle: int, busy: int, big: int
             *api_table({f"{big:,} idle": api}),
             "",
         ]
-    if widgets:
-        base, shot = widgets["memory"]
+    for step in figures.get("widgets", []):
+        base, shot = step["memory"]
         lines += [
             f"{shot['streams']:,} streams (`--widgets`): the service restarted with "
             + ", ".join(f"{k}={v}" for k, v in widgets_environment(shot["streams"]).items())
             + f" per worker, still {WORKERS} workers; open files per worker "
-            f"{widgets['open_file_limit']:,}, per client process {descriptors:,}; opened in "
-            f"{widgets['opened']['seconds']:.1f} s, statuses {widgets['opened']['statuses']}:",
+            f"{step['open_file_limit']:,}, per client process {descriptors:,}; opened in "
+            f"{step['opened']['seconds']:.1f} s, statuses {step['opened']['statuses']}:",
             "",
-            *delivery_table([widgets["delivery"]]),
+            *delivery_table([step["delivery"]]),
             "",
             *memory_table([base, shot], base),
             "",
