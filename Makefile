@@ -75,7 +75,7 @@ bench: $(VENV)/.dev-installed
 
 # Live delivery (issue 9) against the WSGI server it replaced, on its own database
 # chat_bench_live (about 8 minutes; ARGS=--quick for a smoke run of about a minute,
-# ARGS=--ten-thousand to add 10,000 streams).
+# ARGS=--ten-thousand to add 10,000 streams, ARGS="--widgets 16000,20000" a step of each size).
 bench-live: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.live $(ARGS)
 
