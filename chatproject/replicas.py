@@ -16,7 +16,8 @@ of its own, and the answer vouches for the reads of the next
 ``POSITION_SECONDS`` in this process: a read the last answer covers runs its
 queries straight away, in autocommit, in as many round trips as on the
 primary (no BEGIN, no check, no COMMIT); any other asks again first, one
-round trip more. A replica that is down, refuses, times out or errs is
+round trip more. Each replica URL must reach one standby: the answer vouches
+for the next reads through the same URL. A replica that is down, refuses, times out or errs is
 skipped for ``REPLICA_RETRY_SECONDS`` and the primary answers; each kind of
 skip is logged once per ``SKIP_LOG_SECONDS`` per process, not per request.
 """

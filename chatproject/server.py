@@ -32,13 +32,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import Server as UvicornServer
 from uvicorn_worker import UvicornWorker
 
-# The collector's thresholds in a worker: its youngest objects every 50,000
-# allocations instead of CPython's 700, the older generations 50 and 100 times
-# as rarely. A worker holding thousands of open streams keeps hundreds of
-# thousands of long-lived objects, and with the defaults the collections that
-# reach them stalled the event loop, and every delivery with it, for tenths of a
-# second (docs/performance.md, "Live delivery"). Only cyclic garbage waits longer
-# for it; reference counting frees everything else at once, as before.
+# The collector's thresholds in a worker: the youngest objects every 50,000
+# allocations instead of CPython's 700, the next generation once every 50
+# young collections, the oldest once every 100 of those. A worker holding
+# many open streams keeps a great many long-lived objects, and with the
+# defaults the collections that reach them stalled the event loop, and every
+# delivery with it (docs/performance.md, "Live delivery"). Only cyclic
+# garbage waits longer for it; reference counting frees everything else at
+# once, as before.
 GC_THRESHOLDS = (50_000, 50, 100)
 
 REQUEST_DEADLINE = float(os.environ.get("WEB_REQUEST_DEADLINE", "20"))

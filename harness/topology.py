@@ -62,7 +62,7 @@ class Primary(Postgres):
         super().create()
         # The service's time zone: neither Django nor PgBouncer then sets it on
         # each new connection, so every transaction in the replica's
-        # pg_stat_database is a read the service ran there.
+        # pg_stat_database is a statement of the service's reads there.
         with admin_connection(self) as admin:
             admin.execute("ALTER SYSTEM SET timezone = 'UTC'")
             admin.execute("SELECT pg_reload_conf()")
