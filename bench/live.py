@@ -1027,12 +1027,7 @@ def main() -> None:
 
             if args.ten_thousand:
                 figures["ten_thousand"] = measure_step(
-                    service,
-                    admin,
-                    args,
-                    ten_thousand,
-                    TEN_THOUSAND_ENV,
-                    api=ApiRound(wrk, [service, wsgi], admin, args),
+                    service, admin, args, ten_thousand, TEN_THOUSAND_ENV, wrk=wrk, wsgi=wsgi
                 )
             figures["widgets"] = [
                 measure_step(service, admin, args, total, widgets_environment(total))
@@ -1052,17 +1047,24 @@ def main() -> None:
 
 
 def measure_step(
-    service: Server, admin, args, total: int, bounds: dict[str, str], api=None
+    service: Server,
+    admin,
+    args,
+    total: int,
+    bounds: dict[str, str],
+    *,
+    wrk: str | None = None,
+    wsgi: Server | None = None,
 ) -> dict:
-    """``total`` streams on a service restarted with ``bounds``: memory, delivery, and
-    ``api()`` (the API round) with them open, if given."""
+    """``total`` streams on a service restarted with ``bounds``: memory, delivery, and,
+    given ``wsgi``, the API round against it with the streams open."""
     service.stop()
     service.overrides = dict(bounds)
     service.start()
-    if api is not None:
+    if wsgi is not None:
         for name in API_SCENARIOS:
             script = POST_SCRIPT if name == "post" else PAGE_SCRIPT
-            wrk_run(api.wrk, service, admin, script, args.warmup)
+            wrk_run(wrk, service, admin, script, args.warmup)
     base = snapshot("0 (restarted)", service, admin) | {"streams": 0}
     clients = Clients(service, max(args.clients, -(-total // 5000)))
     try:
@@ -1074,24 +1076,12 @@ def measure_step(
             "delivery": delivery_window(f"{total:,}", clients, service, args),
             "open_file_limit": service.open_file_limit(),
         }
-        if api is not None:
-            step["api"] = api(f"{total:,} idle streams")
+        if wsgi is not None:
+            condition = f"{total:,} idle streams"
+            step["api"] = api_round(wrk, [service, wsgi], admin, args, condition)
     finally:
         clients.quit()
     return step
-
-
-@dataclass
-class ApiRound:
-    """The API round against both servers, as a step runs it with its streams open."""
-
-    wrk: str
-    servers: list[Server]
-    admin: psycopg.Connection
-    args: argparse.Namespace
-
-    def __call__(self, condition: str) -> dict:
-        return api_round(self.wrk, self.servers, self.admin, self.args, condition)
 
 
 def widgets_environment(total: int) -> dict[str, str]:

@@ -99,14 +99,14 @@ class ThreadedWSGI:
             self.executor, context.run, self.respond, environ, loop, send
         )
         if answer is not None:
-            status, headers, content = answer
-            await send({"type": "http.response.start", "status": status, "headers": headers})
+            head, content = answer
+            await send(head)
             await send({"type": "http.response.body", "body": content})
 
     def respond(
         self, environ: dict, loop: asyncio.AbstractEventLoop, send: Send
-    ) -> tuple[int, list, bytes] | None:
-        """In a thread: the whole answer, or None once a streaming one has been sent.
+    ) -> tuple[Message, bytes] | None:
+        """In a thread: the answer's start and body, or None once a streaming one has been sent.
 
         Django's WSGI handler calls ``start_response`` before it returns its
         response and never uses the ``write()`` that returns.
@@ -126,7 +126,7 @@ class ThreadedWSGI:
         response = self.app(environ, start_response)
         try:
             if not response.streaming:
-                return head["status"], head["headers"], b"".join(response)
+                return head, b"".join(response)
             stream(head)
             for chunk in response:
                 stream({"type": "http.response.body", "body": chunk, "more_body": True})

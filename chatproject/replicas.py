@@ -17,9 +17,11 @@ of its own, and the answer vouches for the reads of the next
 queries straight away, in autocommit, in as many round trips as on the
 primary (no BEGIN, no check, no COMMIT); any other asks again first, one
 round trip more. Each replica URL must reach one standby: the answer vouches
-for the next reads through the same URL. A replica that is down, refuses, times out or errs is
-skipped for ``REPLICA_RETRY_SECONDS`` and the primary answers; each kind of
-skip is logged once per ``SKIP_LOG_SECONDS`` per process, not per request.
+for the next reads through the same URL.
+
+A replica that is down, refuses, times out or errs is skipped for
+``REPLICA_RETRY_SECONDS`` and the primary answers; each kind of skip is
+logged once per ``SKIP_LOG_SECONDS`` per process, not per request.
 """
 
 from __future__ import annotations
